@@ -1,0 +1,112 @@
+"""tsmtp: an SMTP server on Trio in which typed plugins decide what happens to every message.
+
+Write a plugin by subclassing :class:`Plugin` and overriding ``hook_<name>`` methods, each
+marked ``@override``; embed the server with :class:`Server`. See ``docs/writing-plugins.md``.
+"""
+
+from typing_extensions import override
+
+from .config import ConfigError, ServerConfig
+from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
+from .hooks import (
+    BounceHook,
+    CapabilitiesHook,
+    ConnectionHook,
+    DeferredHook,
+    DeliveredHook,
+    Denial,
+    DenyHook,
+    GetMxHook,
+    HelloHook,
+    MailHook,
+    QueueOkHook,
+    RcptHook,
+    RcptOkHook,
+    SendEmailHook,
+    ServerHook,
+    UnrecognizedCommandHook,
+    VrfyHook,
+)
+from .log import Level
+from .notes import NoteKey, Notes
+from .outbound import Bounce, Deferral, Delivery, MailExchanger, OutboundMail
+from .plugin import HOOK_NAMES, Plugin, PluginConfig
+from .plugins import PluginError
+from .protocol import Address, MailParams, RcptParams
+from .server import Server
+from .transaction import Recipient, Transaction
+from .verdict import (
+    CONT,
+    DELAY,
+    DENY,
+    DENYDISCONNECT,
+    DENYSOFT,
+    DENYSOFTDISCONNECT,
+    DISCONNECT,
+    HOOK,
+    OK,
+    Outcome,
+    Result,
+    Verdict,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONT",
+    "DELAY",
+    "DENY",
+    "DENYDISCONNECT",
+    "DENYSOFT",
+    "DENYSOFTDISCONNECT",
+    "DISCONNECT",
+    "HOOK",
+    "HOOK_NAMES",
+    "OK",
+    "Address",
+    "Bounce",
+    "BounceHook",
+    "CapabilitiesHook",
+    "ConfigError",
+    "Connection",
+    "ConnectionHook",
+    "Deferral",
+    "DeferredHook",
+    "DeliveredHook",
+    "Delivery",
+    "Denial",
+    "DenyHook",
+    "GetMxHook",
+    "Hello",
+    "HelloHook",
+    "Level",
+    "MailExchanger",
+    "MailHook",
+    "MailParams",
+    "NoteKey",
+    "Notes",
+    "OutboundMail",
+    "Outcome",
+    "Peer",
+    "Plugin",
+    "PluginConfig",
+    "PluginError",
+    "QueueOkHook",
+    "RcptHook",
+    "RcptOkHook",
+    "RcptParams",
+    "Recipient",
+    "Result",
+    "SendEmailHook",
+    "Server",
+    "ServerConfig",
+    "ServerContext",
+    "ServerHook",
+    "TLSInfo",
+    "Transaction",
+    "UnrecognizedCommandHook",
+    "Verdict",
+    "VrfyHook",
+    "__version__",
+    "override",
+]

@@ -1,0 +1,227 @@
+"""The :class:`Plugin` base class: one typed no-op method per hook, and ``register_hook``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import msgspec
+from typing_extensions import override
+
+from .connection import Connection, ServerContext
+from .hooks import (
+    BounceHook,
+    CapabilitiesHook,
+    ConnectionHook,
+    ConnectionHookName,
+    DeferredHook,
+    DeliveredHook,
+    Denial,
+    DenyHook,
+    GetMxHook,
+    HelloHook,
+    MailHook,
+    QueueOkHook,
+    RcptHook,
+    RcptOkHook,
+    SendEmailHook,
+    ServerHook,
+    UnrecognizedCommandHook,
+    VrfyHook,
+)
+from .log import LogMethods
+from .outbound import Bounce, Deferral, Delivery, OutboundMail
+from .protocol import Address, MailParams, RcptParams
+from .verdict import Outcome
+
+
+class PluginConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every plugin's settings, read from ``config/<plugin name>.toml``.
+
+    Subclass it and annotate ``config: YourConfig`` on the plugin class to get typed settings.
+    ``timeout`` (seconds per hook call, ``0`` for none) overrides the server's plugin timeout.
+    """
+
+    timeout: float | None = msgspec.field(default=None)
+
+
+class Plugin(LogMethods):
+    """Base class of every plugin.
+
+    Override the ``hook_<name>`` methods you need, each marked ``@override`` so that mypy checks
+    the name and the signature. A hook returns a :class:`~tsmtp.Verdict`, a
+    :class:`~tsmtp.Result` (``Verdict.DENY("text")``) or ``None`` for CONT. The loader sets
+    ``name``, ``config``, ``config_dir`` and ``server`` before calling :meth:`register`.
+    """
+
+    name: str = ""
+    config: PluginConfig
+    config_dir: Path
+    server: ServerContext
+
+    @property
+    @override
+    def log_source(self) -> str:
+        return self.name or type(self).__name__
+
+    def register(self) -> None:
+        """Called once after loading: call :meth:`register_hook` here to add handlers."""
+
+    def config_file(self, name: str) -> Path:
+        """The path of a file in the config directory (``self.config_file("host_list")``)."""
+        return self.config_dir / name
+
+    # --- register_hook: typed for each hook shape ---------------------------------------------
+
+    @overload
+    def register_hook(self, hook: ConnectionHookName, handler: ConnectionHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["helo", "ehlo"], handler: HelloHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["capabilities"], handler: CapabilitiesHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["vrfy"], handler: VrfyHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["mail"], handler: MailHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["rcpt"], handler: RcptHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["rcpt_ok"], handler: RcptOkHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["queue_ok"], handler: QueueOkHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["deny"], handler: DenyHook) -> None: ...
+    @overload
+    def register_hook(
+        self, hook: Literal["init_master", "init_child"], handler: ServerHook
+    ) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["get_mx"], handler: GetMxHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["send_email"], handler: SendEmailHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["deferred"], handler: DeferredHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["bounce"], handler: BounceHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["delivered"], handler: DeliveredHook) -> None: ...
+    @overload
+    def register_hook(self, hook: str, handler: UnrecognizedCommandHook) -> None: ...
+    def register_hook(self, hook: str, handler: Callable[..., Any]) -> None:
+        """Add ``handler`` for ``hook``, after the handlers this plugin registered before.
+
+        ``unrecognized_command`` and any name that is not a standard hook take
+        ``(connection, verb, argument)``: such a custom hook runs when an
+        ``unrecognized_command`` handler returns ``Verdict.HOOK(value="name")``.
+        """
+        self.__dict__.setdefault("_registered_hooks", []).append((hook, handler))
+
+    # --- connection hooks ---------------------------------------------------------------------
+
+    async def hook_connect_init(self, connection: Connection) -> Outcome:
+        """At once on connect, before anything else; every plugin runs, verdict ignored."""
+
+    async def hook_lookup_rdns(self, connection: Connection) -> Outcome:
+        """Find the client's host name: return ``Verdict.OK(value="host.name")``."""
+
+    async def hook_connect(self, connection: Connection) -> Outcome:
+        """Decide whether to talk to this client (DENY answers 554, DENYSOFT 421)."""
+
+    async def hook_capabilities(self, connection: Connection, capabilities: list[str]) -> Outcome:
+        """Edit the EHLO keyword list in place (add, remove)."""
+
+    async def hook_unrecognized_command(
+        self, connection: Connection, verb: str, argument: str
+    ) -> Outcome:
+        """A command the core does not know. OK with a message replies 250 with it."""
+
+    async def hook_disconnect(self, connection: Connection) -> Outcome:
+        """The connection is over; always runs, for every plugin."""
+
+    async def hook_helo(self, connection: Connection, hostname: str) -> Outcome:
+        """HELO with the client's name."""
+
+    async def hook_ehlo(self, connection: Connection, hostname: str) -> Outcome:
+        """EHLO with the client's name."""
+
+    async def hook_quit(self, connection: Connection) -> Outcome:
+        """QUIT."""
+
+    async def hook_vrfy(self, connection: Connection, argument: str) -> Outcome:
+        """VRFY: OK answers 250, CONT the default 252."""
+
+    async def hook_noop(self, connection: Connection) -> Outcome:
+        """NOOP."""
+
+    async def hook_rset(self, connection: Connection) -> Outcome:
+        """RSET (always answered 250)."""
+
+    async def hook_mail(
+        self, connection: Connection, sender: Address, params: MailParams
+    ) -> Outcome:
+        """MAIL FROM; ``connection.transaction`` already exists."""
+
+    async def hook_rcpt(
+        self, connection: Connection, recipient: Address, params: RcptParams
+    ) -> Outcome:
+        """RCPT TO: some handler must say OK (or the connection be relaying) to accept it."""
+
+    async def hook_rcpt_ok(self, connection: Connection, recipient: Address) -> Outcome:
+        """A recipient was accepted by ``rcpt``; DENY here still refuses it."""
+
+    async def hook_data(self, connection: Connection) -> Outcome:
+        """The DATA command, before the 354."""
+
+    async def hook_data_post(self, connection: Connection) -> Outcome:
+        """The whole message is in ``connection.transaction``; decide before it is queued."""
+
+    async def hook_max_data_exceeded(self, connection: Connection) -> Outcome:
+        """The message was larger than the size limit (it is refused with 552 by default)."""
+
+    async def hook_queue(self, connection: Connection) -> Outcome:
+        """Store or forward the message; OK means it is safe and the client gets 250."""
+
+    async def hook_queue_outbound(self, connection: Connection) -> Outcome:
+        """Like ``queue``, for relayed mail (``connection.relaying``)."""
+
+    async def hook_queue_ok(self, connection: Connection, message: str) -> Outcome:
+        """The message was queued; ``message`` is the reply text. Verdict ignored."""
+
+    async def hook_reset_transaction(self, connection: Connection) -> Outcome:
+        """The transaction is about to be discarded; always runs."""
+
+    async def hook_deny(self, connection: Connection, denial: Denial) -> Outcome:
+        """Another hook refused; OK here turns the refusal into CONT."""
+
+    async def hook_pre_send_trans_email(self, connection: Connection) -> Outcome:
+        """A message generated by the server is about to be queued for delivery."""
+
+    # --- server and outbound hooks ------------------------------------------------------------
+
+    async def hook_init_master(self, server: ServerContext) -> Outcome:
+        """Once, in the main process, before listening."""
+
+    async def hook_init_child(self, server: ServerContext) -> Outcome:
+        """In each worker process when running several nodes."""
+
+    async def hook_get_mx(self, mail: OutboundMail, domain: str) -> Outcome:
+        """Choose where to deliver: OK with ``value`` a MailExchanger or a list of them."""
+
+    async def hook_send_email(self, mail: OutboundMail) -> Outcome:
+        """About to attempt delivery; ``Verdict.DELAY(value=seconds)`` postpones it."""
+
+    async def hook_deferred(self, mail: OutboundMail, deferral: Deferral) -> Outcome:
+        """Delivery failed temporarily; OK drops the message, DENYSOFT(value=s) sets the delay."""
+
+    async def hook_bounce(self, mail: OutboundMail, bounce: Bounce) -> Outcome:
+        """Delivery failed permanently; OK suppresses the bounce message."""
+
+    async def hook_delivered(self, mail: OutboundMail, delivery: Delivery) -> Outcome:
+        """Delivered; verdict ignored."""
+
+
+#: Every hook name, taken from the ``hook_*`` methods above.
+HOOK_NAMES = frozenset(
+    name.removeprefix("hook_") for name in vars(Plugin) if name.startswith("hook_")
+)

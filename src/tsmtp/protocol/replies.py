@@ -1,0 +1,51 @@
+"""Formatting SMTP replies (RFC 5321 section 4.2, RFC 2034 enhanced status codes)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
+_ENHANCED_PREFIX = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
+
+
+def is_enhanced_code(text: str) -> bool:
+    """True if ``text`` is an enhanced status code such as ``5.1.1``."""
+    return _ENHANCED.match(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: a three-digit code, optional enhanced status code and text lines."""
+
+    code: int
+    lines: tuple[str, ...]
+    enhanced: str | None = None
+
+    @classmethod
+    def of(cls, code: int, text: str | Sequence[str], enhanced: str | None = None) -> Reply:
+        lines = (text,) if isinstance(text, str) else tuple(text)
+        return cls(code, lines or ("",), enhanced)
+
+    @property
+    def is_positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def to_bytes(self) -> bytes:
+        """The reply on the wire: every line but the last uses ``code-``; CR and LF never leak."""
+        code = str(self.code)
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        out = []
+        last = len(self.lines) - 1
+        for i, line in enumerate(self.lines):
+            clean = line.replace("\r", " ").replace("\n", " ")
+            # A plugin may already have put an enhanced code in its text; don't add a second one.
+            line_prefix = "" if _ENHANCED_PREFIX.match(clean) else prefix
+            sep = " " if i == last else "-"
+            out.append(f"{code}{sep}{line_prefix}{clean}".rstrip(" ") + "\r\n")
+        return "".join(out).encode("utf-8", "replace")

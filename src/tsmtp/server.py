@@ -1,0 +1,148 @@
+"""Listening sockets, one task per connection, connection limits and graceful shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from . import replies as R
+from .config import Listener, ServerConfig, load_server_config
+from .connection import Peer, ServerContext
+from .log import Level, log
+from .plugin import Plugin
+from .plugins import HookRunner, load_plugins
+from .session import Runtime, Session
+
+_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+def _peer(address: object) -> Peer:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return Peer(str(address[0]), int(address[1]))
+    return Peer(str(address), 0)
+
+
+class Server:
+    """An SMTP server: its config, its plugins and, while :meth:`serve` runs, its listeners.
+
+    Embed it with ``addresses = await nursery.start(server.serve)``; port 0 picks a free port and
+    ``addresses`` tells which. :meth:`shutdown` stops accepting, lets open transactions finish
+    within ``shutdown_grace`` seconds, then closes what is left.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        plugins: Sequence[Plugin],
+        *,
+        context: ServerContext | None = None,
+    ) -> None:
+        self.config = config
+        self.context = context or ServerContext(config)
+        self.plugins = list(plugins)
+        self.runner = HookRunner(self.plugins, config.plugins.timeout)
+        self.runtime = Runtime(config, self.context, self.runner)
+        self.addresses: list[tuple[str, int]] = []
+        self._sessions: set[Session] = set()
+        self._accepting: trio.CancelScope | None = None
+        self._all_closed = trio.Event()
+        self._stopping = False
+
+    @classmethod
+    def from_config_dir(cls, config_dir: Path, *, listen: Sequence[str] = ()) -> Server:
+        """Load ``smtp.toml`` and plugins from ``config_dir``; ``listen`` replaces the listeners."""
+        config = load_server_config(config_dir)
+        if listen:
+            config = config.__class__(
+                **{f: getattr(config, f) for f in config.__struct_fields__ if f != "listen"},
+                listen=[Listener(address=a) for a in listen],
+            )
+        context = ServerContext(config)
+        return cls(config, load_plugins(config_dir, context), context=context)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._sessions)
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run init_master, listen, report the bound addresses, then serve until shut down."""
+        await self.runner.run("init_master", None, self.context)
+        listeners: list[trio.SocketListener] = []
+        for listener in self.config.listen:
+            host, port = listener.host_port
+            listeners += await trio.open_tcp_listeners(port, host=host or None)
+        names = [lst.socket.getsockname() for lst in listeners]
+        self.addresses = [(str(name[0]), int(name[1])) for name in names]
+        log(
+            Level.NOTICE,
+            f"listening on {', '.join(f'{h}:{p}' for h, p in self.addresses)}",
+            source="server",
+        )
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                self._accepting = accepting.cancel_scope
+                for lst in listeners:
+                    accepting.start_soon(self._accept_loop, lst, connections)
+                task_status.started(self.addresses)
+            for lst in listeners:
+                await lst.aclose()
+            for session in list(self._sessions):
+                session.stop()
+            with trio.move_on_after(self.config.shutdown_grace):
+                if self._sessions:
+                    await self._all_closed.wait()
+            connections.cancel_scope.cancel()
+        log(Level.NOTICE, "stopped", source="server")
+
+    def shutdown(self) -> None:
+        """Stop accepting; sessions end after their current transaction (see ``shutdown_grace``)."""
+        self._stopping = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_ERRORS:
+                    raise
+                log(Level.ERROR, f"accept failed ({exc.strerror}); pausing", source="server")
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        remote = _peer(stream.socket.getpeername())
+        if len(self._sessions) >= self.config.limits.max_connections:
+            log(
+                Level.NOTICE,
+                f"refused {remote}: {len(self._sessions)} connections open",
+                source="server",
+            )
+            with trio.move_on_after(5), contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(R.TOO_MANY_CONNECTIONS.to_bytes())
+            await trio.aclose_forcefully(stream)
+            return
+        session = Session(stream, self.runtime, remote, _peer(stream.socket.getsockname()))
+        self._sessions.add(session)
+        if self._stopping:
+            session.stop()
+        try:
+            await session.run()
+        except Exception as exc:
+            log(Level.CRIT, f"session failed: {exc!r}", source="server", context=session.conn)
+        finally:
+            self._sessions.discard(session)
+            if self._stopping and not self._sessions:
+                self._all_closed.set()

@@ -1,0 +1,586 @@
+"""One SMTP conversation on a Trio stream: the command state machine, limits and timeouts.
+
+The protocol core parses; this module decides what each command means here, asks the plugins
+through the hook runner and writes the replies. Replies to pipelined commands are collected and
+sent in one write when the session would otherwise wait for the client.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from . import replies as R
+from .config import ServerConfig
+from .connection import Connection, Hello, Peer, ServerContext
+from .plugins import Decision, HookRunner
+from .protocol import (
+    LINE_TOO_LONG,
+    MAIL_PARAMETERS,
+    RCPT_PARAMETERS,
+    DataReader,
+    LineBuffer,
+    ProtocolError,
+    Reply,
+    parse_hello,
+    parse_mail,
+    parse_rcpt,
+    split_command,
+)
+from .transaction import Recipient, Transaction
+from .verdict import Verdict
+
+RECEIVE_SIZE = 1 << 16
+
+#: Which EHLO keyword enables which MAIL and RCPT parameters.
+_MAIL_PARAMS_BY_KEYWORD = {
+    "SIZE": "SIZE",
+    "8BITMIME": "BODY",
+    "SMTPUTF8": "SMTPUTF8",
+    "AUTH": "AUTH",
+}
+_DSN_MAIL_PARAMS = frozenset({"RET", "ENVID"})
+_NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML"})
+
+
+class _Close(Exception):
+    """End the conversation (after sending what is pending)."""
+
+
+class _Gone(Exception):
+    """The client went away; nothing more can be sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every session of a server shares."""
+
+    config: ServerConfig
+    context: ServerContext
+    runner: HookRunner
+
+
+class Session:
+    """The conversation with one client. Create it, then ``await session.run()``."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, runtime: Runtime, remote: Peer, local: Peer
+    ) -> None:
+        self.stream = stream
+        self.runtime = runtime
+        self.config = runtime.config
+        self.runner = runtime.runner
+        self.conn = Connection(runtime.context, remote, local)
+        self.lines = LineBuffer(512)
+        self.cancel_scope = trio.CancelScope()
+        self._out: list[bytes] = []
+        self._stopping = False
+        self._idle_scope: trio.CancelScope | None = None
+        self._greeting_refused = False
+        self._capabilities: list[str] = []
+        self._mail_params = MAIL_PARAMETERS
+        self._rcpt_params = RCPT_PARAMETERS
+        self._commands: dict[str, Callable[[str], Awaitable[None]]] = {
+            "HELO": self._helo,
+            "EHLO": self._ehlo,
+            "MAIL": self._mail,
+            "RCPT": self._rcpt,
+            "DATA": self._data,
+            "RSET": self._rset,
+            "NOOP": self._noop,
+            "QUIT": self._quit,
+            "VRFY": self._vrfy,
+            "HELP": self._help,
+        }
+
+    # --- I/O ----------------------------------------------------------------------------------
+
+    def reply(self, reply: Reply) -> None:
+        self._out.append(reply.to_bytes())
+
+    async def flush(self) -> None:
+        if not self._out:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _Gone from None
+
+    async def receive(self, seconds: float) -> bytes:
+        """Flush pending replies, then wait up to ``seconds`` for bytes (b"" at end of stream).
+
+        Between transactions the wait also ends when the server shuts down.
+        """
+        idle = self.conn.transaction is None
+        if idle and self._stopping:
+            self.reply(R.SHUTTING_DOWN)
+            raise _Close
+        await self.flush()
+        with trio.move_on_after(seconds) as scope:
+            if idle:
+                self._idle_scope = scope
+            try:
+                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _Gone from None
+            finally:
+                self._idle_scope = None
+        if self._stopping and idle:
+            self.reply(R.SHUTTING_DOWN)
+        else:
+            self.conn.lognotice(f"client timed out after {seconds:g}s")
+            self.reply(R.TIMEOUT)
+        raise _Close
+
+    def stop(self) -> None:
+        """Ask the session to end: at once if it is between transactions, else after this one."""
+        self._stopping = True
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+
+    # --- the conversation ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        conn = self.conn
+        conn.loginfo(f"connect from {conn.remote} to {conn.local}")
+        try:
+            with self.cancel_scope:
+                try:
+                    await self._converse()
+                except _Close:
+                    await self.flush()
+                except Exception as exc:
+                    conn.logcrit(f"session error: {exc!r}")
+                    self.reply(R.INTERNAL_ERROR)
+                    await self.flush()
+        except _Gone:
+            conn.loginfo("client went away")
+        finally:
+            conn.closing = True
+            with trio.CancelScope(shield=True):
+                await self._end_transaction()
+                await self.runner.run("disconnect", conn)
+                await trio.aclose_forcefully(self.stream)
+            conn.loginfo(f"disconnect from {conn.remote} (transactions: {conn.transaction_count})")
+
+    async def _converse(self) -> None:
+        conn = self.conn
+        await self.runner.run("connect_init", conn)
+        if self.runner.has("lookup_rdns"):
+            decision = await self.runner.run("lookup_rdns", conn)
+            if decision.verdict is Verdict.OK and isinstance(decision.result.value, str):
+                conn.remote.host = decision.result.value
+            elif await self._refused_at_connect(decision, R.RDNS_DENY, R.RDNS_DENYSOFT):
+                return
+        decision = await self.runner.run("connect", conn)
+        if not await self._refused_at_connect(decision, R.CONNECT_DENY, R.CONNECT_DENYSOFT):
+            greeting = self.config.greeting or "ESMTP tsmtp ready"
+            self.reply(Reply.of(220, f"{self.config.hostname} {greeting}"))
+        await self._command_loop()
+
+    async def _refused_at_connect(self, decision: Decision, hard: Reply, soft: Reply) -> bool:
+        """Answer a refusal at connect time; True if the greeting was replaced.
+
+        A 554 greeting keeps the connection open and answers 503 until QUIT (RFC 5321 3.1);
+        a temporary refusal is a 421, which closes.
+        """
+        verdict = decision.verdict
+        if not verdict.is_denial and verdict is not Verdict.DISCONNECT:
+            return False
+        if verdict is Verdict.DISCONNECT:
+            raise _Close
+        refusal = self._refusal(decision, hard, soft)
+        if verdict.is_temporary or verdict.disconnects:
+            self.reply(
+                Reply(
+                    421 if verdict.is_temporary else refusal.code, refusal.lines, refusal.enhanced
+                )
+            )
+            raise _Close
+        self.reply(refusal)
+        self._greeting_refused = True
+        return True
+
+    async def _command_loop(self) -> None:
+        limits = self.config.limits
+        lines = self.lines
+        while True:
+            line = lines.next_line()
+            if line is None:
+                data = await self.receive(limits.command_timeout)
+                if not data:
+                    return
+                lines.feed(data)
+                continue
+            if line is LINE_TOO_LONG:
+                self.error(R.LINE_TOO_LONG)
+                continue
+            assert isinstance(line, bytes)
+            try:
+                command = split_command(line)
+            except ProtocolError as exc:
+                self.error(Reply.of(exc.code, exc.text, exc.enhanced))
+                continue
+            self.conn.logprotocol(f"C: {command.verb} {command.argument}".rstrip())
+            if self._greeting_refused and command.verb != "QUIT":
+                self.error(R.BAD_SEQUENCE_GREETING)
+                continue
+            handler = self._commands.get(command.verb)
+            try:
+                if handler is None:
+                    await self._unrecognized(command.verb, command.argument)
+                else:
+                    await handler(command.argument)
+            except ProtocolError as exc:
+                self.error(Reply.of(exc.code, exc.text, exc.enhanced))
+
+    def error(self, reply: Reply) -> None:
+        """Answer a client error and count it; too many errors end the connection."""
+        self.reply(reply)
+        self.conn.errors += 1
+        if self.conn.errors >= self.config.limits.max_errors:
+            self.conn.lognotice(f"too many errors ({self.conn.errors}) from {self.conn.remote}")
+            self.reply(R.TOO_MANY_ERRORS)
+            raise _Close
+
+    # --- verdicts to replies -------------------------------------------------------------------
+
+    def _refusal(self, decision: Decision, hard: Reply, soft: Reply) -> Reply:
+        result = decision.result
+        base = soft if result.verdict.is_temporary else hard
+        code = base.code
+        if result.code is not None:
+            if result.code // 100 == base.code // 100:
+                code = result.code
+            else:
+                self.conn.logwarn(
+                    f"{decision.plugin}: reply code {result.code} ignored for {result.verdict.name}"
+                )
+        if result.verdict is Verdict.DENYSOFTDISCONNECT:
+            code = 421
+        return Reply(code, result.message or base.lines, base.enhanced)
+
+    def _refuse(self, decision: Decision, hard: Reply, soft: Reply) -> None:
+        """Send the refusal for a denying ``decision``; close if the verdict says so."""
+        if decision.verdict is Verdict.DISCONNECT:
+            raise _Close
+        self.reply(self._refusal(decision, hard, soft))
+        if decision.verdict.disconnects:
+            raise _Close
+
+    @staticmethod
+    def _refuses(decision: Decision) -> bool:
+        return decision.verdict.is_denial or decision.verdict is Verdict.DISCONNECT
+
+    def _accept(self, decision: Decision, default: Reply) -> Reply:
+        result = decision.result
+        if result.message is None and result.code is None:
+            return default
+        code = result.code if result.code is not None and result.code < 400 else default.code
+        return Reply(code, result.message or default.lines, default.enhanced)
+
+    # --- transaction ---------------------------------------------------------------------------
+
+    async def _end_transaction(self) -> None:
+        txn = self.conn.transaction
+        if txn is None:
+            return
+        try:
+            await self.runner.run("reset_transaction", self.conn)
+        finally:
+            txn.discard()
+            self.conn.transaction = None
+
+    def _require_no_argument(self, verb: str, argument: str) -> None:
+        if argument:
+            raise ProtocolError(501, "5.5.4", R.NO_ARGUMENTS.format(verb))
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def _helo(self, argument: str) -> None:
+        await self._hello("HELO", argument)
+
+    async def _ehlo(self, argument: str) -> None:
+        await self._hello("EHLO", argument)
+
+    async def _hello(self, verb: str, argument: str) -> None:
+        conn = self.conn
+        name = parse_hello(argument, verb)
+        await self._end_transaction()
+        decision = await self.runner.run(verb.lower(), conn, name)
+        if self._refuses(decision):
+            conn.hello = None
+            self._refuse(decision, R.HELO_DENY, R.HELO_DENYSOFT)
+            return
+        conn.hello = Hello("EHLO" if verb == "EHLO" else "HELO", name)
+        remote = conn.remote
+        greeting = f"{self.config.hostname} Hello {remote.host or remote.ip} [{remote.ip}]"
+        if verb == "HELO":
+            self._capabilities = []
+            self._mail_params = self._rcpt_params = frozenset()
+            self.reply(self._accept(decision, Reply.of(250, greeting)))
+            return
+        capabilities = [
+            "PIPELINING",
+            f"SIZE {self.config.limits.max_message_size}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+        ]
+        await self.runner.run("capabilities", conn, capabilities)
+        self._capabilities = capabilities
+        keywords = {c.split(" ", 1)[0].upper() for c in capabilities}
+        self._mail_params = frozenset(
+            param for keyword, param in _MAIL_PARAMS_BY_KEYWORD.items() if keyword in keywords
+        ) | (_DSN_MAIL_PARAMS if "DSN" in keywords else frozenset())
+        self._rcpt_params = RCPT_PARAMETERS if "DSN" in keywords else frozenset()
+        self.reply(Reply((250), (greeting, *capabilities)))
+
+    async def _mail(self, argument: str) -> None:
+        conn = self.conn
+        if conn.hello is None:
+            self.error(R.HELO_FIRST)
+            return
+        if conn.transaction is not None:
+            self.error(R.NESTED_MAIL)
+            return
+        mail = parse_mail(argument, self._mail_params)
+        params = mail.params
+        if params.extra:
+            raise ProtocolError(555, "5.5.4", f"Unsupported parameter {next(iter(params.extra))}")
+        if not mail.sender.is_ascii and not params.smtputf8:
+            self.reply(R.NEEDS_SMTPUTF8)
+            return
+        if params.size is not None and params.size > self.config.limits.max_message_size:
+            self.reply(R.TOO_BIG)
+            return
+        conn.transaction_count += 1
+        data = self.config.data
+        conn.transaction = Transaction(
+            f"{conn.uuid}.{conn.transaction_count}",
+            mail.sender,
+            params,
+            spool_threshold=data.spool_threshold,
+            spool_dir=data.spool_dir,
+        )
+        decision = await self.runner.run("mail", conn, mail.sender, params)
+        path = mail.sender.bracketed()
+        if self._refuses(decision):
+            await self._end_transaction()
+            self._refuse(
+                decision,
+                Reply.of(550, f"sender {path} denied", "5.7.1"),
+                Reply.of(450, R.MAIL_DENYSOFT_TEXT.format(path), "4.7.1"),
+            )
+            return
+        self.reply(self._accept(decision, Reply.of(250, f"sender {path} OK", "2.1.0")))
+
+    async def _rcpt(self, argument: str) -> None:
+        conn = self.conn
+        txn = conn.transaction
+        if txn is None:
+            self.error(R.MAIL_FIRST)
+            return
+        rcpt = parse_rcpt(argument, self._rcpt_params)
+        if rcpt.params.extra:
+            raise ProtocolError(
+                555, "5.5.4", f"Unsupported parameter {next(iter(rcpt.params.extra))}"
+            )
+        recipient = rcpt.recipient
+        if not recipient.is_ascii and not txn.mail_params.smtputf8:
+            self.reply(R.NEEDS_SMTPUTF8)
+            return
+        if len(txn.recipients) >= self.config.limits.max_recipients:
+            self.reply(R.TOO_MANY_RECIPIENTS)
+            return
+        path = recipient.bracketed()
+        hard = Reply.of(550, f"recipient {path} denied", "5.7.1")
+        soft = Reply.of(450, R.RCPT_DENYSOFT_TEXT.format(path), "4.7.1")
+        decision = await self.runner.run("rcpt", conn, recipient, rcpt.params)
+        if self._refuses(decision):
+            self._refuse(decision, hard, soft)
+            return
+        if decision.verdict is not Verdict.OK and not conn.relaying:
+            conn.logalert(f"no plugin accepted {path} and relaying is not allowed")
+            self.reply(Reply.of(550, f"{path}: I cannot deliver for that user", "5.7.1"))
+            return
+        check = await self.runner.run("rcpt_ok", conn, recipient)
+        if self._refuses(check):
+            self._refuse(check, hard, soft)
+            return
+        txn.recipients.append(Recipient(recipient, rcpt.params))
+        self.reply(self._accept(decision, Reply.of(250, f"recipient {path} OK", "2.1.5")))
+
+    async def _data(self, argument: str) -> None:
+        conn = self.conn
+        self._require_no_argument("DATA", argument)
+        txn = conn.transaction
+        if txn is None:
+            self.error(R.MAIL_FIRST)
+            return
+        if not txn.recipients:
+            self.error(R.NO_RECIPIENTS)
+            return
+        decision = await self.runner.run("data", conn)
+        if self._refuses(decision):
+            await self._end_transaction()
+            self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+            return
+        self.reply(R.START_DATA)
+        try:
+            reader = await self._receive_body(txn)
+            self.reply(await self._finish_message(txn, reader))
+        finally:
+            await self._end_transaction()
+
+    async def _receive_body(self, txn: Transaction) -> DataReader:
+        settings = self.config.data
+        reader = DataReader(
+            self.config.limits.max_message_size,
+            max_line=settings.max_line_length,
+            bare_endings=settings.bare_line_endings,
+        )
+        body = txn.body
+        data = self.lines.take()
+        timeout = self.config.limits.data_timeout
+        while True:
+            if data:
+                chunk = reader.feed(data)
+                if chunk:
+                    body.write(chunk)
+                if reader.done:
+                    break
+            data = await self.receive(timeout)
+            if not data:
+                self.conn.lognotice(
+                    f"client closed the connection during DATA ({reader.size} octets)"
+                )
+                raise _Gone
+        self.lines.feed(reader.leftover)
+        return reader
+
+    def _final_refusal(self, decision: Decision, hard: Reply, soft: Reply) -> Reply:
+        """The refusal to answer a message with; sent at once and closing if it disconnects."""
+        if decision.verdict.disconnects:
+            self._refuse(decision, hard, soft)
+        return self._refusal(decision, hard, soft)
+
+    async def _finish_message(self, txn: Transaction, reader: DataReader) -> Reply:
+        conn = self.conn
+        if reader.too_big:
+            conn.lognotice(f"message too big: {reader.size} octets")
+            decision = await self.runner.run("max_data_exceeded", conn)
+            if self._refuses(decision):
+                return self._final_refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
+            return R.TOO_BIG
+        if reader.bare_endings and self.config.data.bare_line_endings == "reject":
+            conn.lognotice("message refused: bare CR or LF in data")
+            return R.BARE_ENDINGS
+        if reader.long_line:
+            conn.lognotice("message refused: line longer than the limit")
+            return R.LONG_LINE
+        txn.add_header("Received", self._received_header(txn))
+        decision = await self.runner.run("data_post", conn)
+        if self._refuses(decision):
+            return self._final_refusal(decision, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT)
+        hook = "queue_outbound" if conn.relaying else "queue"
+        decision = await self.runner.run(hook, conn)
+        if self._refuses(decision):
+            return self._final_refusal(decision, R.QUEUE_DENY, R.QUEUE_DENYSOFT)
+        if decision.verdict is not Verdict.OK:
+            conn.logerror(f"no {hook} plugin accepted the message; answering 451")
+            return Reply(451, (f"{R.QUEUE_DECLINED.text} ({txn.uuid})",), "4.3.0")
+        reply = self._accept(decision, Reply.of(250, f"Message queued as {txn.uuid}", "2.0.0"))
+        conn.loginfo(
+            f"queued {txn.uuid}: from {txn.sender.bracketed()} to {len(txn.recipients)} "
+            f"recipient(s), {txn.message_size()} octets"
+        )
+        await self.runner.run("queue_ok", conn, reply.text)
+        return reply
+
+    def _received_header(self, txn: Transaction) -> str:
+        conn = self.conn
+        remote = conn.remote
+        hello = conn.hello
+        protocol = "ESMTP" if hello is not None and hello.verb == "EHLO" else "SMTP"
+        if txn.mail_params.smtputf8:
+            protocol = "UTF8SMTP"
+        if conn.tls is not None:
+            protocol += "S"
+        if conn.authenticated_user is not None:
+            protocol += "A"
+        tls = f"\n\t(using {conn.tls.version} with cipher {conn.tls.cipher})" if conn.tls else ""
+        recipient = (
+            f"\n\tfor {txn.recipients[0].address.bracketed()}" if len(txn.recipients) == 1 else ""
+        )
+        return (
+            f"from {hello.host if hello else 'unknown'} ({remote.host or 'unknown'} [{remote.ip}])"
+            f"\n\tby {self.config.hostname} (tsmtp) with {protocol} id {txn.uuid}{tls}{recipient};"
+            f"\n\t{email.utils.formatdate(localtime=True)}"
+        )
+
+    async def _rset(self, argument: str) -> None:
+        self._require_no_argument("RSET", argument)
+        decision = await self.runner.run("rset", self.conn)
+        await self._end_transaction()
+        if decision.verdict.disconnects:
+            self._refuse(decision, R.OK, R.OK)
+        self.reply(R.OK)
+
+    async def _noop(self, argument: str) -> None:
+        decision = await self.runner.run("noop", self.conn)
+        if self._refuses(decision):
+            self._refuse(decision, R.NOOP_DENY, R.NOOP_DENYSOFT)
+            return
+        self.reply(self._accept(decision, R.OK))
+
+    async def _quit(self, argument: str) -> None:
+        await self.runner.run("quit", self.conn)
+        self.reply(Reply.of(221, f"{self.config.hostname} closing connection", "2.0.0"))
+        raise _Close
+
+    async def _vrfy(self, argument: str) -> None:
+        if not argument:
+            raise ProtocolError(501, "5.5.4", "Syntax: VRFY address")
+        decision = await self.runner.run("vrfy", self.conn, argument)
+        if self._refuses(decision):
+            self._refuse(decision, R.VRFY_DENY, R.VRFY_DENYSOFT)
+        elif decision.verdict is Verdict.OK:
+            self.reply(self._accept(decision, Reply.of(250, "User OK", "2.1.5")))
+        else:
+            self.reply(R.VRFY_DEFAULT)
+
+    async def _help(self, argument: str) -> None:
+        self.reply(R.HELP)
+
+    async def _unrecognized(self, verb: str, argument: str) -> None:
+        conn = self.conn
+        decision = await self.runner.run("unrecognized_command", conn, verb, argument)
+        if decision.verdict is Verdict.HOOK:
+            name = decision.result.value
+            if not isinstance(name, str) or name == "unrecognized_command":
+                conn.logerror(
+                    f"{decision.plugin}: HOOK needs the name of another hook, got {name!r}"
+                )
+                self.reply(R.UNRECOGNIZED_SOFT)
+                return
+            decision = await self.runner.run(name, conn, verb, argument)
+        if decision.verdict is Verdict.OK:
+            self.reply(self._accept(decision, R.OK))
+            return
+        if self._refuses(decision):
+            hard = Reply(
+                521 if decision.verdict is Verdict.DENYDISCONNECT else 500,
+                R.UNRECOGNIZED.lines,
+                "5.5.1",
+            )
+            self._refuse(decision, hard, R.UNRECOGNIZED_SOFT)
+            self.conn.errors += 1
+            return
+        conn.logdebug(f"unrecognized command {verb!r}")
+        self.error(R.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else R.UNRECOGNIZED)
