@@ -7,6 +7,7 @@ import errno
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import trio
 
 from . import replies as R
@@ -57,10 +58,7 @@ class Server:
         """Load ``smtp.toml`` and plugins from ``config_dir``; ``listen`` replaces the listeners."""
         config = load_server_config(config_dir)
         if listen:
-            config = config.__class__(
-                **{f: getattr(config, f) for f in config.__struct_fields__ if f != "listen"},
-                listen=[Listener(address=a) for a in listen],
-            )
+            config = msgspec.structs.replace(config, listen=[Listener(address=a) for a in listen])
         context = ServerContext(config)
         return cls(config, load_plugins(config_dir, context), context=context)
 
@@ -81,6 +79,18 @@ class Server:
         for listener in self.config.listen:
             host, port = listener.host_port
             listeners += await trio.open_tcp_listeners(port, host=host or None)
+        try:
+            await self._serve(listeners, task_status)
+        finally:
+            for lst in listeners:
+                await trio.aclose_forcefully(lst)
+        log(Level.NOTICE, "stopped", source="server")
+
+    async def _serve(
+        self,
+        listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[list[tuple[str, int]]],
+    ) -> None:
         names = [lst.socket.getsockname() for lst in listeners]
         self.addresses = [(str(name[0]), int(name[1])) for name in names]
         log(
@@ -95,14 +105,13 @@ class Server:
                     accepting.start_soon(self._accept_loop, lst, connections)
                 task_status.started(self.addresses)
             for lst in listeners:
-                await lst.aclose()
+                await trio.aclose_forcefully(lst)
             for session in list(self._sessions):
                 session.stop()
             with trio.move_on_after(self.config.shutdown_grace):
                 if self._sessions:
                     await self._all_closed.wait()
             connections.cancel_scope.cancel()
-        log(Level.NOTICE, "stopped", source="server")
 
     def shutdown(self) -> None:
         """Stop accepting; sessions end after their current transaction (see ``shutdown_grace``)."""

@@ -76,17 +76,18 @@ class DataReader:
         return self._process(region, ends_line=True) if region else b""
 
     def _process(self, region: bytes, *, ends_line: bool) -> bytes:
+        self._check_line_length(region, ends_line)
+        # Un-stuff only at real line starts (after CRLF), before any rewriting of bare endings.
+        if self._at_line_start and region[:1] == b".":
+            region = region[1:]
+        if b"\r\n." in region:
+            region = region.replace(b"\r\n.", b"\r\n")
         crlf = region.count(b"\r\n")
         if region.count(b"\n") != crlf or region.count(b"\r") != crlf:
             self.bare_endings = True
             if self.normalize:
                 region = region.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 region = region.replace(b"\n", b"\r\n")
-        self._check_line_length(region, ends_line)
-        if self._at_line_start and region[:1] == b".":
-            region = region[1:]
-        if b"\r\n." in region:
-            region = region.replace(b"\r\n.", b"\r\n")
         self._at_line_start = ends_line
         self.size += len(region)
         if self.size > self.max_size:

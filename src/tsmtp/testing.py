@@ -1,0 +1,222 @@
+"""Tools for testing plugins: a real server on a free port, a small client, and hook calls
+without a socket.
+
+    async with running_server([MyPlugin]) as srv:
+        client = await SMTPClient.connect(srv.host, srv.port)
+        assert (await client.command("EHLO me")).code == 250
+
+    plugin = make_plugin(MyPlugin, config=MyPlugin.Config(...))
+    result = await call_hook(plugin, "rcpt", make_connection(), address, RcptParams())
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import trio
+
+from .config import Listener, ServerConfig
+from .connection import Connection, Peer, ServerContext
+from .plugin import Plugin, PluginConfig
+from .plugins import HookRunner, instantiate
+from .protocol import Address, MailParams
+from .server import Server
+from .transaction import Transaction
+from .verdict import Result
+
+__all__ = [
+    "ClientReply",
+    "RunningServer",
+    "SMTPClient",
+    "call_hook",
+    "make_connection",
+    "make_plugin",
+    "make_transaction",
+    "running_server",
+    "test_config",
+]
+
+
+def test_config(**changes: object) -> ServerConfig:
+    """A ServerConfig listening on 127.0.0.1 port 0, with ``changes`` applied."""
+    base = ServerConfig(hostname="tsmtp.test", listen=[Listener(address="127.0.0.1:0")])
+    return msgspec.structs.replace(base, **changes)
+
+
+test_config.__test__ = False  # type: ignore[attr-defined]
+
+
+def make_plugin(
+    cls: type[Plugin],
+    *,
+    name: str | None = None,
+    config: PluginConfig | None = None,
+    config_dir: Path | None = None,
+    server: ServerContext | None = None,
+) -> Plugin:
+    """Create a plugin the way the loader does (checks, config, ``register()``).
+
+    Without ``config``, the plugin's settings are read from ``config_dir/<name>.toml`` (defaults
+    when the file does not exist).
+    """
+    context = server or ServerContext(test_config())
+    return instantiate(
+        cls,
+        name or cls.__name__.lower(),
+        config_dir=config_dir or Path.cwd(),
+        server=context,
+        config=config,
+    )
+
+
+def make_connection(
+    remote_ip: str = "192.0.2.1",
+    remote_port: int = 40000,
+    *,
+    server: ServerContext | None = None,
+) -> Connection:
+    """A Connection as a hook sees it, with no socket behind it."""
+    context = server or ServerContext(test_config())
+    return Connection(context, Peer(remote_ip, remote_port), Peer("127.0.0.1", 25))
+
+
+def make_transaction(
+    connection: Connection,
+    sender: Address | None = None,
+    message: bytes = b"",
+    params: MailParams | None = None,
+) -> Transaction:
+    """Start a transaction on ``connection`` with ``message`` as its body."""
+    txn = Transaction(
+        f"{connection.uuid}.1",
+        sender or Address.null(),
+        params or MailParams(),
+    )
+    txn.body.write(message)
+    connection.transaction = txn
+    return txn
+
+
+async def call_hook(plugin: Plugin, hook: str, *args: object) -> Result:
+    """Run one hook of one plugin as the server would (timeout, errors become DENYSOFT).
+
+    For connection hooks the first argument is the Connection; server and outbound hooks take
+    their own first argument.
+    """
+    runner = HookRunner([plugin], plugin.server.config.plugins.timeout)
+    connection = args[0] if args and isinstance(args[0], Connection) else None
+    rest = args[1:] if connection is not None else args
+    return (await runner.run(hook, connection, *rest)).result
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A server started by :func:`running_server`; ``connect()`` opens clients it closes later."""
+
+    server: Server
+    host: str
+    port: int
+    clients: list[SMTPClient] = field(default_factory=list)
+
+    async def connect(self, *, read_greeting: bool = True) -> SMTPClient:
+        client = await SMTPClient.connect(self.host, self.port, read_greeting=read_greeting)
+        self.clients.append(client)
+        return client
+
+
+@asynccontextmanager
+async def running_server(
+    plugins: Sequence[Plugin | type[Plugin]],
+    *,
+    config: ServerConfig | None = None,
+    config_dir: Path | None = None,
+) -> AsyncIterator[RunningServer]:
+    """Serve on 127.0.0.1 with a free port for the duration of the ``async with`` block."""
+    config = config or test_config()
+    context = ServerContext(config)
+    built = [
+        p if isinstance(p, Plugin) else make_plugin(p, config_dir=config_dir, server=context)
+        for p in plugins
+    ]
+    server = Server(config, built, context=context)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(server.serve)
+        host, port = addresses[0]
+        running = RunningServer(server, host, port)
+        try:
+            yield running
+        finally:
+            for client in running.clients:
+                await trio.aclose_forcefully(client.stream)
+            nursery.cancel_scope.cancel()
+
+
+@dataclass(frozen=True)
+class ClientReply:
+    code: int
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class SMTPClient:
+    """A deliberately literal SMTP client: it sends exactly the bytes it is given."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._buffer = bytearray()
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, read_greeting: bool = True) -> SMTPClient:
+        client = cls(await trio.open_tcp_stream(host, port))
+        if read_greeting:
+            client.greeting = await client.read_reply()
+        return client
+
+    greeting: ClientReply
+
+    async def send(self, data: bytes | str) -> None:
+        await self.stream.send_all(data.encode() if isinstance(data, str) else data)
+
+    async def _line(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 2]
+                return line
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError("server closed the connection")
+            self._buffer += data
+
+    async def read_reply(self) -> ClientReply:
+        lines = []
+        while True:
+            line = await self._line()
+            lines.append(line[4:].decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                return ClientReply(int(line[:3]), lines)
+
+    async def command(self, line: str | bytes) -> ClientReply:
+        data = line.encode() if isinstance(line, str) else line
+        await self.send(data + b"\r\n")
+        return await self.read_reply()
+
+    async def at_eof(self) -> bool:
+        """True once the server has closed the connection (after any buffered reply)."""
+        if self._buffer:
+            return False
+        try:
+            return await self.stream.receive_some(1) == b""
+        except trio.BrokenResourceError:
+            return True
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()

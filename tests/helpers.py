@@ -1,0 +1,41 @@
+"""Small plugins and helpers shared by the tests."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from tsmtp import Address, Connection, Outcome, Plugin, RcptParams, Verdict, override
+
+
+class AcceptAll(Plugin):
+    """Accept every recipient."""
+
+    @override
+    async def hook_rcpt(
+        self, connection: Connection, recipient: Address, params: RcptParams
+    ) -> Outcome:
+        return Verdict.OK
+
+
+class MemoryQueue(Plugin):
+    """Keep each queued message (as stored) with its envelope, in a class-level list."""
+
+    stored: ClassVar[list[tuple[str, list[str], bytes]]] = []
+
+    @override
+    async def hook_queue(self, connection: Connection) -> Outcome:
+        txn = connection.transaction
+        assert txn is not None
+        message = b"".join(txn.message_chunks())
+        self.stored.append((txn.sender.address, [str(r) for r in txn.recipients], message))
+        return Verdict.OK
+
+
+def body_after_received(message: bytes) -> bytes:
+    """The message without the Received header the server added at the top."""
+    assert message.startswith(b"Received: ")
+    lines = message.split(b"\r\n")
+    i = 1
+    while lines[i].startswith((b"\t", b" ")):
+        i += 1
+    return b"\r\n".join(lines[i:])
