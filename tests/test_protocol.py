@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -184,10 +186,8 @@ def test_command_parsers_raise_only_protocol_errors(line: bytes) -> None:
         parse_mail(cmd.argument)
     except ProtocolError:
         pass
-    try:
+    with contextlib.suppress(ProtocolError):
         parse_rcpt(line.decode("utf-8", "replace"))
-    except ProtocolError:
-        pass
 
 
 @given(st.text(max_size=300))
@@ -239,7 +239,7 @@ def test_empty_message() -> None:
 
 
 def test_first_line_dot_stuffed() -> None:
-    body, reader = read_all([b"..x\r\n.\r\n"])
+    body, _reader = read_all([b"..x\r\n.\r\n"])
     assert body == b".x\r\n"
 
 
@@ -249,7 +249,7 @@ SMUGGLING = [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\r\n.\n"]
 @pytest.mark.parametrize("marker", SMUGGLING)
 def test_smuggling_markers_never_end_the_message(marker: bytes) -> None:
     data = b"Subject: one\r\n\r\nbody" + marker + b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\n"
-    body, reader = read_all([data])
+    _body, reader = read_all([data])
     assert not reader.done
     assert reader.bare_endings
     rest, reader2 = b"more\r\n.\r\n", reader

@@ -80,7 +80,8 @@ async def test_pipelined_batch_answered_in_order_in_one_write() -> None:
         c = await srv.connect()
         await c.command("EHLO x")
         await c.send(
-            b"MAIL FROM:<a@b.c>\r\nRCPT TO:<r1@d.e>\r\nRCPT TO:<bad>\r\nRCPT TO:<r2@d.e>\r\nDATA\r\n"
+            b"MAIL FROM:<a@b.c>\r\nRCPT TO:<r1@d.e>\r\n"
+            b"RCPT TO:<bad>\r\nRCPT TO:<r2@d.e>\r\nDATA\r\n"
         )
         # All five replies were written together, so they arrive in one read.
         with trio.fail_after(5):
@@ -257,7 +258,7 @@ async def test_smtputf8_addresses_need_the_parameter() -> None:
         assert (await c.command("Subject: ünïcödé\r\n\r\nhi\r\n.".encode())).code == 250
     [(sender, rcpts, message)] = MemoryQueue.stored
     assert sender == "用户@例子.广告" and rcpts == ["δοκιμή@παράδειγμα.δοκιμή"]
-    assert "with UTF8SMTP".encode() in message
+    assert b"with UTF8SMTP" in message
 
 
 async def test_graceful_shutdown_lets_a_transaction_finish() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -44,38 +44,34 @@ class Listener(_Base, frozen=True):
         return parse_host_port(self.address)
 
 
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
 class Limits(_Base, frozen=True):
     """Limits on what one client may do. Times are seconds."""
 
-    max_connections: int = msgspec.field(default=1000)
-    max_recipients: int = 100
-    max_message_size: int = 25 * 1024 * 1024
-    max_errors: int = 10
-    command_timeout: float = 300.0
-    data_timeout: float = 180.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_connections", "max_recipients", "max_message_size", "max_errors"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("command_timeout", "data_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds")
+    max_connections: PositiveInt = 1000
+    max_recipients: PositiveInt = 100
+    max_message_size: PositiveInt = 25 * 1024 * 1024
+    max_errors: PositiveInt = 10
+    command_timeout: Seconds = 300.0
+    data_timeout: Seconds = 180.0
 
 
 class DataSettings(_Base, frozen=True):
     """How message bodies are read and held."""
 
     bare_line_endings: Literal["reject", "normalize"] = "reject"
-    max_line_length: int = 1000
-    spool_threshold: int = 1024 * 1024
+    max_line_length: Annotated[int, msgspec.Meta(ge=100)] = 1000
+    spool_threshold: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
     spool_dir: str | None = None
 
 
 class PluginSettings(_Base, frozen=True):
     """Where plugins come from and how long a hook may take."""
 
-    timeout: float = 30.0
+    timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     search_path: list[str] = msgspec.field(default_factory=list)
 
 
@@ -97,7 +93,7 @@ class ServerConfig(_Base, frozen=True):
     log_level: Literal[
         "PROTOCOL", "DEBUG", "INFO", "NOTICE", "WARN", "ERROR", "CRIT", "ALERT", "EMERG"
     ] = "INFO"
-    shutdown_grace: float = 30.0
+    shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
 
 def _where(error: msgspec.ValidationError) -> str:

@@ -44,7 +44,7 @@ def bundled_plugin_dir() -> Path:
 
 
 def plugin_search_path(config_dir: Path, extra: Iterable[str]) -> list[Path]:
-    return [config_dir / p for p in extra] + [bundled_plugin_dir()]
+    return [(config_dir / p).resolve() for p in extra] + [bundled_plugin_dir()]
 
 
 def _module_file(name: str, directory: Path) -> Path | None:

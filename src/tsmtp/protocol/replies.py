@@ -40,6 +40,9 @@ class Reply:
         """The reply on the wire: every line but the last uses ``code-``; CR and LF never leak."""
         code = str(self.code)
         prefix = f"{self.enhanced} " if self.enhanced else ""
+        first = _ENHANCED_PREFIX.match(self.lines[0])
+        if first is not None:  # a plugin's own enhanced code applies to all its lines
+            prefix = first.group(0)
         out = []
         last = len(self.lines) - 1
         for i, line in enumerate(self.lines):
