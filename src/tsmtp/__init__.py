@@ -9,9 +9,11 @@ from typing_extensions import override
 from .config import ConfigError, ServerConfig
 from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
 from .hooks import (
+    AuthHook,
     BounceHook,
     CapabilitiesHook,
     ConnectionHook,
+    Credentials,
     DeferredHook,
     DeliveredHook,
     Denial,
@@ -64,12 +66,14 @@ __all__ = [
     "HOOK_NAMES",
     "OK",
     "Address",
+    "AuthHook",
     "Bounce",
     "BounceHook",
     "CapabilitiesHook",
     "ConfigError",
     "Connection",
     "ConnectionHook",
+    "Credentials",
     "Deferral",
     "DeferredHook",
     "DeliveredHook",

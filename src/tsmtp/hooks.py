@@ -7,7 +7,7 @@ These type the handlers given to :meth:`Plugin.register_hook`; the ``hook_*`` me
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from .connection import Connection, ServerContext
@@ -25,6 +25,19 @@ class Denial:
     plugin: str
     hook: str
     params: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a client sent with AUTH: the mechanism, the user name and the password.
+
+    ``authzid`` is the identity PLAIN lets a client ask to act as (usually empty).
+    """
+
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
+    authzid: str = ""
 
 
 class ConnectionHook(Protocol):
@@ -69,6 +82,12 @@ class RcptOkHook(Protocol):
 
 class QueueOkHook(Protocol):
     def __call__(self, connection: Connection, message: str, /) -> Awaitable[Outcome]: ...
+
+
+class AuthHook(Protocol):
+    def __call__(
+        self, connection: Connection, credentials: Credentials, /
+    ) -> Awaitable[Outcome]: ...
 
 
 class DenyHook(Protocol):

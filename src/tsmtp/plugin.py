@@ -11,10 +11,12 @@ from typing_extensions import override
 
 from .connection import Connection, ServerContext
 from .hooks import (
+    AuthHook,
     BounceHook,
     CapabilitiesHook,
     ConnectionHook,
     ConnectionHookName,
+    Credentials,
     DeferredHook,
     DeliveredHook,
     Denial,
@@ -92,6 +94,8 @@ class Plugin(LogMethods):
     def register_hook(self, hook: Literal["queue_ok"], handler: QueueOkHook) -> None: ...
     @overload
     def register_hook(self, hook: Literal["deny"], handler: DenyHook) -> None: ...
+    @overload
+    def register_hook(self, hook: Literal["auth"], handler: AuthHook) -> None: ...
     @overload
     def register_hook(
         self, hook: Literal["init_master", "init_child"], handler: ServerHook
@@ -190,6 +194,9 @@ class Plugin(LogMethods):
 
     async def hook_reset_transaction(self, connection: Connection) -> Outcome:
         """The transaction is about to be discarded; always runs."""
+
+    async def hook_auth(self, connection: Connection, credentials: Credentials) -> Outcome:
+        """AUTH: OK accepts the credentials (235), DENY refuses (535), DENYSOFT is 454."""
 
     async def hook_deny(self, connection: Connection, denial: Denial) -> Outcome:
         """Another hook refused; OK here turns the refusal into CONT."""
