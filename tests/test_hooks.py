@@ -346,7 +346,7 @@ class Extension(Plugin):
 
     @override
     def register(self) -> None:
-        self.register_hook("x_custom", self.custom)
+        self.register_custom_hook("x_custom", self.custom)
 
     async def custom(self, connection: Connection, verb: str, argument: str) -> Outcome:
         return Verdict.DENY("custom hook says no")

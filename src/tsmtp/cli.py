@@ -12,6 +12,7 @@ import trio
 
 from . import log as tlog
 from .config import ConfigError
+from .passwords import passwd_main
 from .server import Server
 
 
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", help="override log_level from smtp.toml")
     check = commands.add_parser("check", help="load config and plugins, report problems, exit")
     check.add_argument("--config", type=Path, default=Path("config"), help="config directory")
+    commands.add_parser(
+        "passwd", help="add or change a user in an auth.flat_file users file", add_help=False
+    )
     return parser
 
 
@@ -72,6 +76,9 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["passwd"]:
+        return passwd_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         server = _load(args.config, getattr(args, "listen", ()))

@@ -32,9 +32,20 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 
 class Listener(_Base, frozen=True):
-    """One listening address."""
+    """One listening address and what it requires.
+
+    ``tls``: ``offered`` (STARTTLS when a certificate is configured), ``required`` (STARTTLS
+    before MAIL, else 530), ``implicit`` (TLS from the first byte, RFC 8314) or ``none``.
+    ``auth``: when AUTH is offered: ``tls`` (only over TLS), ``always`` or ``never``.
+    ``require_auth``: MAIL needs a successful AUTH first (submission). ``proxy_protocol``:
+    every connection starts with a PROXY v1/v2 header from a trusted proxy.
+    """
 
     address: str
+    tls: Literal["none", "offered", "required", "implicit"] = "offered"
+    auth: Literal["never", "tls", "always"] = "tls"
+    require_auth: bool = False
+    proxy_protocol: bool = False
 
     def __post_init__(self) -> None:
         parse_host_port(self.address)
@@ -55,8 +66,13 @@ class Limits(_Base, frozen=True):
     max_recipients: PositiveInt = 100
     max_message_size: PositiveInt = 25 * 1024 * 1024
     max_errors: PositiveInt = 10
+    max_connections_per_ip: PositiveInt = 50
+    max_connection_rate_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 0
     command_timeout: Seconds = 300.0
     data_timeout: Seconds = 180.0
+    data_total_timeout: Seconds = 600.0
+    greeting_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    max_auth_failures: PositiveInt = 3
 
 
 class DataSettings(_Base, frozen=True):
@@ -75,6 +91,62 @@ class PluginSettings(_Base, frozen=True):
     search_path: list[str] = msgspec.field(default_factory=list)
 
 
+class TLSCertificate(_Base, frozen=True):
+    """A certificate file (PEM, chain included after the leaf) and its key, relative to the
+    config directory."""
+
+    cert: str
+    key: str
+
+
+class SNICertificate(TLSCertificate, frozen=True):
+    #: Names this certificate answers for; ``*.example.com`` matches one label.
+    names: list[str]
+
+
+class TLSSettings(_Base, frozen=True):
+    """The server certificate and TLS policy (``[tls]`` in smtp.toml)."""
+
+    cert: str | None = None
+    key: str | None = None
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    ciphers: str | None = None
+    handshake_timeout: Seconds = 30.0
+    sni: list[SNICertificate] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together")
+        if self.sni and self.cert is None:
+            raise ValueError("sni certificates need a default cert and key")
+
+
+class AuthSettings(_Base, frozen=True):
+    """SMTP AUTH (RFC 4954); the credentials are checked by ``auth`` hook plugins."""
+
+    mechanisms: list[Literal["PLAIN", "LOGIN"]] = msgspec.field(
+        default_factory=lambda: ["PLAIN", "LOGIN"]
+    )
+    #: An authenticated client may relay (its mail goes to queue_outbound).
+    relay: bool = True
+
+
+class ProxySettings(_Base, frozen=True):
+    """Who may send PROXY protocol headers, and how long they have."""
+
+    trusted: list[str] = msgspec.field(default_factory=list)
+    timeout: Seconds = 10.0
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for network in self.trusted:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted: {network!r} is not an IP network") from None
+
+
 def _default_hostname() -> str:
     return socket.getfqdn() or "localhost"
 
@@ -90,6 +162,11 @@ class ServerConfig(_Base, frozen=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     data: DataSettings = msgspec.field(default_factory=DataSettings)
     plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
+    tls: TLSSettings = msgspec.field(default_factory=TLSSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    proxy: ProxySettings = msgspec.field(default_factory=ProxySettings)
+    #: Advertise DSN (RFC 3461) and accept NOTIFY, ORCPT, RET and ENVID.
+    dsn: bool = False
     log_level: Literal[
         "PROTOCOL", "DEBUG", "INFO", "NOTICE", "WARN", "ERROR", "CRIT", "ALERT", "EMERG"
     ] = "INFO"

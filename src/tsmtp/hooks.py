@@ -135,12 +135,21 @@ ConnectionHookName = Literal[
     "pre_send_trans_email",
 ]
 
-#: Hooks where every handler runs and the verdict is ignored.
-RUN_ALL = frozenset({"connect_init", "disconnect"})
+#: Hooks where every handler runs and the verdict never changes anything.
+RUN_ALL = frozenset(
+    {
+        "connect_init",
+        "disconnect",
+        "capabilities",
+        "queue_ok",
+        "reset_transaction",
+        "delivered",
+        "init_master",
+        "init_child",
+    }
+)
 #: Hooks that still run once the connection is closing.
 ALWAYS_RUN = frozenset({"disconnect", "reset_transaction"})
-#: Hooks whose verdict never changes a reply.
-OBSERVERS = frozenset({"connect_init", "disconnect", "queue_ok", "reset_transaction", "delivered"})
 #: Hooks that run outside any connection; their first argument is not a Connection.
 SERVER_HOOKS = frozenset(
     {"init_master", "init_child", "get_mx", "send_email", "deferred", "bounce", "delivered"}

@@ -111,14 +111,20 @@ class Plugin(LogMethods):
     @overload
     def register_hook(self, hook: Literal["delivered"], handler: DeliveredHook) -> None: ...
     @overload
-    def register_hook(self, hook: str, handler: UnrecognizedCommandHook) -> None: ...
+    def register_hook(
+        self, hook: Literal["unrecognized_command"], handler: UnrecognizedCommandHook
+    ) -> None: ...
     def register_hook(self, hook: str, handler: Callable[..., Any]) -> None:
-        """Add ``handler`` for ``hook``, after the handlers this plugin registered before.
+        """Add ``handler`` for the standard hook ``hook``, after those registered before."""
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {hook!r}; use register_custom_hook for your own")
+        self.__dict__.setdefault("_registered_hooks", []).append((hook, handler))
 
-        ``unrecognized_command`` and any name that is not a standard hook take
-        ``(connection, verb, argument)``: such a custom hook runs when an
-        ``unrecognized_command`` handler returns ``Verdict.HOOK(value="name")``.
-        """
+    def register_custom_hook(self, hook: str, handler: UnrecognizedCommandHook) -> None:
+        """Add a handler for a hook of your own, run when an ``unrecognized_command`` handler
+        returns ``Verdict.HOOK(value=hook)``; it receives ``(connection, verb, argument)``."""
+        if hook in HOOK_NAMES:
+            raise ValueError(f"{hook!r} is a standard hook; use register_hook")
         self.__dict__.setdefault("_registered_hooks", []).append((hook, handler))
 
     # --- connection hooks ---------------------------------------------------------------------

@@ -266,6 +266,11 @@ class Decision:
 
 
 CONTINUE = Decision(Result(Verdict.CONT))
+#: Verdicts that only some hooks may return.
+_ONLY_FROM = {
+    Verdict.HOOK: frozenset({"unrecognized_command"}),
+    Verdict.DELAY: frozenset({"send_email"}),
+}
 
 
 class HookRunner:
@@ -350,13 +355,11 @@ class HookRunner:
                 connection,
             )
             return Decision(Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True)
-        if (
-            result.verdict is Verdict.HOOK
-            and handler.hook != "unrecognized_command"
-            and handler.hook in HOOK_NAMES
-        ):
+        allowed = _ONLY_FROM.get(result.verdict)
+        if allowed is not None and handler.hook not in allowed and handler.hook in HOOK_NAMES:
             plugin.logerror(
-                f"hook {handler.hook} returned HOOK, which only unrecognized_command may",
+                f"hook {handler.hook} returned {result.verdict.name}, "
+                f"which only {' or '.join(sorted(allowed))} may",
                 connection,
             )
             return Decision(Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import msgspec
 import trio
 
 from . import replies as R
-from .config import Listener, ServerConfig, load_server_config
+from .config import ConfigError, Listener, ServerConfig, load_server_config
 from .connection import Peer, ServerContext
+from .limits import ConnectionLimiter
 from .log import Level, log
 from .plugin import Plugin
 from .plugins import HookRunner, load_plugins
 from .session import Runtime, Session
+from .tls import server_context
 
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -25,6 +28,12 @@ def _peer(address: object) -> Peer:
     if isinstance(address, tuple) and len(address) >= 2:
         return Peer(str(address[0]), int(address[1]))
     return Peer(str(address), 0)
+
+
+def _close_all(listeners: list[tuple[trio.SocketListener, Listener]]) -> None:
+    # Synchronous on purpose: this runs in cancelled scopes, where each await would raise.
+    for lst, _ in listeners:
+        lst.socket.close()
 
 
 class Server:
@@ -41,12 +50,27 @@ class Server:
         plugins: Sequence[Plugin],
         *,
         context: ServerContext | None = None,
+        config_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.context = context or ServerContext(config)
         self.plugins = list(plugins)
         self.runner = HookRunner(self.plugins, config.plugins.timeout)
-        self.runtime = Runtime(config, self.context, self.runner)
+        ssl_context = server_context(config.tls, config_dir or Path.cwd())
+        for i, listener in enumerate(config.listen):
+            if listener.tls in ("required", "implicit") and ssl_context is None:
+                raise ConfigError(
+                    f"listen[{i}] ({listener.address}): tls = {listener.tls!r} needs "
+                    "[tls] cert and key"
+                )
+        self.runtime = Runtime(
+            config,
+            self.context,
+            self.runner,
+            ConnectionLimiter(config.limits),
+            ssl_context,
+            tuple(ipaddress.ip_network(n, strict=False) for n in config.proxy.trusted),
+        )
         self.addresses: list[tuple[str, int]] = []
         self._sessions: set[Session] = set()
         self._accepting: trio.CancelScope | None = None
@@ -60,7 +84,8 @@ class Server:
         if listen:
             config = msgspec.structs.replace(config, listen=[Listener(address=a) for a in listen])
         context = ServerContext(config)
-        return cls(config, load_plugins(config_dir, context), context=context)
+        plugins = load_plugins(config_dir, context)
+        return cls(config, plugins, context=context, config_dir=config_dir)
 
     @property
     def stopping(self) -> bool:
@@ -75,23 +100,27 @@ class Server:
     ) -> None:
         """Run init_master, listen, report the bound addresses, then serve until shut down."""
         await self.runner.run("init_master", None, self.context)
-        listeners: list[trio.SocketListener] = []
-        for listener in self.config.listen:
-            host, port = listener.host_port
-            listeners += await trio.open_tcp_listeners(port, host=host or None)
+        listeners: list[tuple[trio.SocketListener, Listener]] = []
+        try:
+            for settings in self.config.listen:
+                host, port = settings.host_port
+                opened = await trio.open_tcp_listeners(port, host=host or None)
+                listeners += [(lst, settings) for lst in opened]
+        except BaseException:
+            _close_all(listeners)
+            raise
         try:
             await self._serve(listeners, task_status)
         finally:
-            for lst in listeners:
-                await trio.aclose_forcefully(lst)
+            _close_all(listeners)
         log(Level.NOTICE, "stopped", source="server")
 
     async def _serve(
         self,
-        listeners: list[trio.SocketListener],
+        listeners: list[tuple[trio.SocketListener, Listener]],
         task_status: trio.TaskStatus[list[tuple[str, int]]],
     ) -> None:
-        names = [lst.socket.getsockname() for lst in listeners]
+        names = [lst.socket.getsockname() for lst, _ in listeners]
         self.addresses = [(str(name[0]), int(name[1])) for name in names]
         log(
             Level.NOTICE,
@@ -101,11 +130,10 @@ class Server:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
-                for lst in listeners:
-                    accepting.start_soon(self._accept_loop, lst, connections)
+                for lst, settings in listeners:
+                    accepting.start_soon(self._accept_loop, lst, settings, connections)
                 task_status.started(self.addresses)
-            for lst in listeners:
-                await trio.aclose_forcefully(lst)
+            _close_all(listeners)
             for session in list(self._sessions):
                 session.stop()
             with trio.move_on_after(self.config.shutdown_grace):
@@ -119,7 +147,9 @@ class Server:
         if self._accepting is not None:
             self._accepting.cancel()
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.SocketListener, settings: Listener, nursery: trio.Nursery
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -129,9 +159,9 @@ class Server:
                 log(Level.ERROR, f"accept failed ({exc.strerror}); pausing", source="server")
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(self._handle, stream)
+            nursery.start_soon(self._handle, stream, settings)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.SocketStream, settings: Listener) -> None:
         remote = _peer(stream.socket.getpeername())
         if len(self._sessions) >= self.config.limits.max_connections:
             log(
@@ -143,7 +173,8 @@ class Server:
                 await stream.send_all(R.TOO_MANY_CONNECTIONS.to_bytes())
             await trio.aclose_forcefully(stream)
             return
-        session = Session(stream, self.runtime, remote, _peer(stream.socket.getsockname()))
+        local = _peer(stream.socket.getsockname())
+        session = Session(stream, self.runtime, remote, local, settings)
         self._sessions.add(session)
         if self._stopping:
             session.stop()

@@ -8,14 +8,19 @@ sent in one write when the session would otherwise wait for the client.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
+import select
+import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from . import replies as R
-from .config import ServerConfig
-from .connection import Connection, Hello, Peer, ServerContext
+from .config import Listener, ServerConfig
+from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
+from .hooks import Credentials
+from .limits import ConnectionLimiter
 from .plugins import Decision, HookRunner
 from .protocol import (
     LINE_TOO_LONG,
@@ -24,12 +29,14 @@ from .protocol import (
     DataReader,
     LineBuffer,
     ProtocolError,
+    ProxyHeaderReader,
     Reply,
     parse_hello,
     parse_mail,
     parse_rcpt,
     split_command,
 )
+from .protocol.sasl import decode_response, decode_text, parse_plain
 from .transaction import Recipient, Transaction
 from .verdict import Verdict
 
@@ -61,16 +68,36 @@ class Runtime:
     config: ServerConfig
     context: ServerContext
     runner: HookRunner
+    limiter: ConnectionLimiter
+    ssl_context: ssl.SSLContext | None = None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+
+
+_DEFAULT_LISTENER = Listener(address="127.0.0.1:0")
+
+
+@dataclass(slots=True)
+class _Chunking:
+    """BDAT state of the current transaction."""
+
+    size: int = 0
+    refusal: Reply | None = None
 
 
 class Session:
     """The conversation with one client. Create it, then ``await session.run()``."""
 
     def __init__(
-        self, stream: trio.abc.Stream, runtime: Runtime, remote: Peer, local: Peer
+        self,
+        stream: trio.abc.Stream,
+        runtime: Runtime,
+        remote: Peer,
+        local: Peer,
+        listener: Listener = _DEFAULT_LISTENER,
     ) -> None:
         self.stream = stream
         self.runtime = runtime
+        self.listener = listener
         self.config = runtime.config
         self.runner = runtime.runner
         self.conn = Connection(runtime.context, remote, local)
@@ -80,6 +107,10 @@ class Session:
         self._stopping = False
         self._idle_scope: trio.CancelScope | None = None
         self._greeting_refused = False
+        self._admitted = False
+        self._connected = False
+        self._auth_failures = 0
+        self._chunking: _Chunking | None = None
         self._capabilities: list[str] = []
         self._mail_params = MAIL_PARAMETERS
         self._rcpt_params = RCPT_PARAMETERS
@@ -94,6 +125,9 @@ class Session:
             "QUIT": self._quit,
             "VRFY": self._vrfy,
             "HELP": self._help,
+            "STARTTLS": self._starttls,
+            "AUTH": self._auth,
+            "BDAT": self._bdat,
         }
 
     # --- I/O ----------------------------------------------------------------------------------
@@ -151,7 +185,8 @@ class Session:
         try:
             with self.cancel_scope:
                 try:
-                    await self._converse()
+                    if await self._start():
+                        await self._converse()
                 except _Close:
                     await self.flush()
                 except Exception as exc:
@@ -164,21 +199,130 @@ class Session:
             conn.closing = True
             with trio.CancelScope(shield=True):
                 await self._end_transaction()
-                await self.runner.run("disconnect", conn)
+                if self._admitted:
+                    self.runtime.limiter.release(conn.remote.ip)
+                if self._connected:
+                    await self.runner.run("disconnect", conn)
                 await trio.aclose_forcefully(self.stream)
             conn.loginfo(f"disconnect from {conn.remote} (transactions: {conn.transaction_count})")
 
+    async def _start(self) -> bool:
+        """PROXY header, per-address limits and implicit TLS; False to hang up at once."""
+        conn = self.conn
+        if self.listener.proxy_protocol and not await self._read_proxy_header():
+            return False
+        refusal = self.runtime.limiter.admit(conn.remote.ip)
+        if refusal is not None:
+            conn.lognotice(f"refused {conn.remote}: {refusal.text}")
+            self.reply(refusal)
+            await self.flush()
+            return False
+        self._admitted = True
+        if self.listener.tls == "implicit":
+            return await self._handshake()
+        return True
+
+    async def _read_proxy_header(self) -> bool:
+        conn = self.conn
+        try:
+            peer = ipaddress.ip_address(conn.remote.ip)
+        except ValueError:
+            peer = None
+        if peer is None or not any(peer in net for net in self.runtime.trusted_proxies):
+            conn.lognotice(f"refused {conn.remote}: not a trusted PROXY protocol sender")
+            return False
+        reader = ProxyHeaderReader()
+        with trio.move_on_after(self.config.proxy.timeout):
+            while True:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return False
+                if not data:
+                    return False
+                try:
+                    info = reader.feed(bytes(data))
+                except ProtocolError as exc:
+                    conn.lognotice(f"bad PROXY header from {conn.remote}: {exc.text}")
+                    return False
+                if info is not None:
+                    break
+        if info is None:
+            conn.lognotice(f"no PROXY header from {conn.remote} in time")
+            return False
+        if info.source is not None:
+            proxy = conn.remote
+            conn.remote = Peer(*info.source)
+            if info.destination is not None:
+                conn.local = Peer(*info.destination)
+            conn.loginfo(f"PROXY v{info.version}: client {conn.remote} via {proxy}")
+        self.lines.feed(reader.leftover)
+        return True
+
+    async def _handshake(self) -> bool:
+        """TLS on the current stream; False (after logging) if it fails."""
+        context = self.runtime.ssl_context
+        assert context is not None
+        tls = trio.SSLStream(self.stream, context, server_side=True)
+        with trio.move_on_after(self.config.tls.handshake_timeout) as scope:
+            try:
+                await tls.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.conn.lognotice(
+                    f"TLS handshake with {self.conn.remote} failed: {exc.__cause__!r}"
+                )
+                return False
+        if scope.cancelled_caught:
+            self.conn.lognotice(f"TLS handshake with {self.conn.remote} timed out")
+            return False
+        self.stream = tls
+        cipher = tls.cipher()
+        version = tls.version()
+        self.conn.tls = TLSInfo(
+            version or "TLS", cipher[0] if cipher else "unknown", cipher[2] if cipher else None
+        )
+        self.conn.loginfo(f"TLS established: {self.conn.tls.version} {self.conn.tls.cipher}")
+        return True
+
+    async def _talked_early(self) -> bool:
+        """True if the client sent anything before the greeting (waiting ``greeting_delay``)."""
+        if len(self.lines):
+            return True
+        delay = self.config.limits.greeting_delay
+        if delay > 0:
+            with trio.move_on_after(delay):
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise _Gone from None
+                if not data:
+                    raise _Gone
+                return True
+            return False
+        if isinstance(self.stream, trio.SocketStream):
+            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            return bool(readable)
+        return False
+
     async def _converse(self) -> None:
         conn = self.conn
+        self._connected = True
         await self.runner.run("connect_init", conn)
+        refused = False
         if self.runner.has("lookup_rdns"):
             decision = await self.runner.run("lookup_rdns", conn)
             if decision.verdict is Verdict.OK and isinstance(decision.result.value, str):
                 conn.remote.host = decision.result.value
-            elif await self._refused_at_connect(decision, R.RDNS_DENY, R.RDNS_DENYSOFT):
-                return
-        decision = await self.runner.run("connect", conn)
-        if not await self._refused_at_connect(decision, R.CONNECT_DENY, R.CONNECT_DENYSOFT):
+            else:
+                refused = await self._refused_at_connect(decision, R.RDNS_DENY, R.RDNS_DENYSOFT)
+        if not refused:
+            decision = await self.runner.run("connect", conn)
+            if await self._talked_early():
+                conn.lognotice(f"refused {conn.remote}: talked before the greeting")
+                self.reply(R.EARLY_TALKER)
+                raise _Close
+            refused = await self._refused_at_connect(decision, R.CONNECT_DENY, R.CONNECT_DENYSOFT)
+        if not refused:
             greeting = self.config.greeting or "ESMTP tsmtp ready"
             self.reply(Reply.of(220, f"{self.config.hostname} {greeting}"))
         await self._command_loop()
@@ -209,14 +353,17 @@ class Session:
     async def _command_loop(self) -> None:
         limits = self.config.limits
         lines = self.lines
+        deadline = trio.current_time() + limits.command_timeout
         while True:
             line = lines.next_line()
             if line is None:
-                data = await self.receive(limits.command_timeout)
+                # The whole line must arrive in time, however slowly it trickles in.
+                data = await self.receive(max(deadline - trio.current_time(), 0))
                 if not data:
                     return
                 lines.feed(data)
                 continue
+            deadline = trio.current_time() + limits.command_timeout
             if line is LINE_TOO_LONG:
                 self.error(R.LINE_TOO_LONG)
                 continue
@@ -287,6 +434,7 @@ class Session:
     # --- transaction ---------------------------------------------------------------------------
 
     async def _end_transaction(self) -> None:
+        self._chunking = None
         txn = self.conn.transaction
         if txn is None:
             return
@@ -331,7 +479,14 @@ class Session:
             "8BITMIME",
             "SMTPUTF8",
             "ENHANCEDSTATUSCODES",
+            "CHUNKING",
         ]
+        if self.config.dsn:
+            capabilities.append("DSN")
+        if self._starttls_available():
+            capabilities.append("STARTTLS")
+        if self._auth_available():
+            capabilities.append("AUTH " + " ".join(self.config.auth.mechanisms))
         await self.runner.run("capabilities", conn, capabilities)
         self._capabilities = capabilities
         keywords = {c.split(" ", 1)[0].upper() for c in capabilities}
@@ -348,6 +503,12 @@ class Session:
             return
         if conn.transaction is not None:
             self.error(R.NESTED_MAIL)
+            return
+        if self.listener.tls == "required" and conn.tls is None:
+            self.error(R.STARTTLS_FIRST)
+            return
+        if self.listener.require_auth and conn.authenticated_user is None:
+            self.error(R.AUTH_FIRST)
             return
         mail = parse_mail(argument, self._mail_params)
         params = mail.params
@@ -426,6 +587,9 @@ class Session:
         if not txn.recipients:
             self.error(R.NO_RECIPIENTS)
             return
+        if self._chunking is not None:
+            self.error(R.DATA_AFTER_BDAT)
+            return
         decision = await self.runner.run("data", conn)
         if self._refuses(decision):
             await self._end_transaction()
@@ -447,7 +611,8 @@ class Session:
         )
         body = txn.body
         data = self.lines.take()
-        timeout = self.config.limits.data_timeout
+        limits = self.config.limits
+        deadline = trio.current_time() + limits.data_total_timeout
         while True:
             if data:
                 chunk = reader.feed(data)
@@ -455,7 +620,7 @@ class Session:
                     body.write(chunk)
                 if reader.done:
                     break
-            data = await self.receive(timeout)
+            data = await self.receive(min(limits.data_timeout, deadline - trio.current_time()))
             if not data:
                 self.conn.lognotice(
                     f"client closed the connection during DATA ({reader.size} octets)"
@@ -484,6 +649,11 @@ class Session:
         if reader.long_line:
             conn.lognotice("message refused: line longer than the limit")
             return R.LONG_LINE
+        return await self._queue_message(txn)
+
+    async def _queue_message(self, txn: Transaction) -> Reply:
+        """Received header, data_post, then queue or queue_outbound: the final reply."""
+        conn = self.conn
         txn.add_header("Received", self._received_header(txn))
         decision = await self.runner.run("data_post", conn)
         if self._refuses(decision):
@@ -524,12 +694,203 @@ class Session:
             f"\n\t{email.utils.formatdate(localtime=True)}"
         )
 
+    # --- STARTTLS (RFC 3207) ------------------------------------------------------------------
+
+    def _starttls_available(self) -> bool:
+        return (
+            self.conn.tls is None
+            and self.runtime.ssl_context is not None
+            and self.listener.tls in ("offered", "required")
+        )
+
+    async def _starttls(self, argument: str) -> None:
+        conn = self.conn
+        if conn.tls is not None:
+            self.error(R.TLS_ALREADY)
+            return
+        if not self._starttls_available():
+            self.error(R.NOT_IMPLEMENTED)
+            return
+        self._require_no_argument("STARTTLS", argument)
+        self.reply(R.STARTTLS_READY)
+        await self.flush()
+        injected = self.lines.take()
+        if injected:
+            conn.lognotice(f"discarded {len(injected)} octets sent before the TLS handshake")
+        if not await self._handshake():
+            raise _Close
+        # RFC 3207 section 4.2: forget everything learned before TLS.
+        await self._end_transaction()
+        conn.hello = None
+        self._capabilities = []
+
+    # --- AUTH (RFC 4954) ------------------------------------------------------------------------
+
+    def _auth_available(self) -> bool:
+        policy = self.listener.auth
+        return bool(self.config.auth.mechanisms) and (
+            policy == "always" or (policy == "tls" and self.conn.tls is not None)
+        )
+
+    async def _read_response(self, challenge: str) -> bytes:
+        """Send a 334 challenge and read the client's base64 line."""
+        self.reply(Reply.of(334, challenge))
+        lines = self.lines
+        lines.max_line = 12288  # RFC 4954 section 4
+        try:
+            deadline = trio.current_time() + self.config.limits.command_timeout
+            while (line := lines.next_line()) is None:
+                data = await self.receive(max(deadline - trio.current_time(), 0))
+                if not data:
+                    raise _Gone
+                lines.feed(data)
+        finally:
+            lines.max_line = 512
+        if line is LINE_TOO_LONG:
+            raise ProtocolError(500, "5.5.6", "Authentication exchange line is too long")
+        assert isinstance(line, bytes)
+        return decode_response(line)
+
+    async def _auth(self, argument: str) -> None:
+        conn = self.conn
+        if not self._auth_available():
+            needs_tls = self.listener.auth == "tls" and conn.tls is None
+            self.error(
+                R.AUTH_NEEDS_TLS if needs_tls and self.config.auth.mechanisms else R.NOT_IMPLEMENTED
+            )
+            return
+        if conn.authenticated_user is not None:
+            self.error(R.ALREADY_AUTHENTICATED)
+            return
+        if conn.transaction is not None:
+            self.error(R.AUTH_IN_TRANSACTION)
+            return
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism not in self.config.auth.mechanisms:
+            self.error(R.AUTH_UNKNOWN_MECHANISM)
+            return
+        if mechanism == "PLAIN":
+            response = (
+                decode_response(initial.encode()) if initial else await self._read_response("")
+            )
+            authzid, username, password = parse_plain(response)
+        else:
+            user = (
+                decode_response(initial.encode())
+                if initial
+                else await self._read_response("VXNlcm5hbWU6")
+            )
+            username, authzid = decode_text(user), ""
+            password = decode_text(await self._read_response("UGFzc3dvcmQ6"))
+        credentials = Credentials(mechanism, username, password, authzid)
+        decision = await self.runner.run("auth", conn, credentials)
+        if decision.verdict is Verdict.OK:
+            conn.authenticated_user = authzid or username
+            if self.config.auth.relay:
+                conn.relaying = True
+            conn.loginfo(f"authenticated as {conn.authenticated_user!r} ({mechanism})")
+            self.reply(self._accept(decision, R.AUTH_OK))
+            return
+        if decision.verdict.disconnects:
+            self._refuse(decision, R.AUTH_FAILED, R.AUTH_TEMPFAIL)
+        if decision.verdict.is_temporary:
+            self.reply(self._refusal(decision, R.AUTH_FAILED, R.AUTH_TEMPFAIL))
+            return
+        self._auth_failures += 1
+        conn.lognotice(f"AUTH {mechanism} failed for {username!r} from {conn.remote}")
+        refusal = (
+            R.AUTH_FAILED
+            if decision.verdict is Verdict.CONT
+            else self._refusal(decision, R.AUTH_FAILED, R.AUTH_TEMPFAIL)
+        )
+        self.reply(refusal)
+        if self._auth_failures >= self.config.limits.max_auth_failures:
+            self.reply(R.AUTH_TOO_MANY)
+            raise _Close
+
+    # --- BDAT (RFC 3030) ------------------------------------------------------------------------
+
+    async def _bdat(self, argument: str) -> None:
+        conn = self.conn
+        parts = argument.split(" ")
+        if (
+            not 1 <= len(parts) <= 2
+            or not parts[0].isdigit()
+            or len(parts[0]) > 18
+            or (len(parts) == 2 and parts[1].upper() != "LAST")
+        ):
+            raise ProtocolError(501, "5.5.4", "Syntax: BDAT size [LAST]")
+        size, last = int(parts[0]), len(parts) == 2
+        txn = conn.transaction
+        refusal: Reply | None = None
+        if txn is None:
+            refusal = R.MAIL_FIRST
+        elif not txn.recipients:
+            refusal = R.NO_RECIPIENTS
+        elif self._chunking is None:
+            self._chunking = _Chunking()
+            decision = await self.runner.run("data", conn)
+            if self._refuses(decision):
+                if decision.verdict.disconnects:
+                    self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+                self._chunking.refusal = self._refusal(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+        chunking = self._chunking
+        if refusal is not None or txn is None or chunking is None:
+            await self._read_chunk(size, None)  # the chunk still arrives: consume it
+            self.error(refusal or R.MAIL_FIRST)
+            return
+        limit = self.config.limits.max_message_size
+        sink = (
+            txn.body.write if chunking.refusal is None and chunking.size + size <= limit else None
+        )
+        await self._read_chunk(size, sink)
+        chunking.size += size
+        if chunking.refusal is None and chunking.size > limit:
+            decision = await self.runner.run("max_data_exceeded", conn)
+            chunking.refusal = (
+                self._refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
+                if self._refuses(decision)
+                else R.TOO_BIG
+            )
+        if not last:
+            if chunking.refusal is not None:
+                self.reply(chunking.refusal)
+            else:
+                self.reply(Reply.of(250, f"{size} octets received", "2.0.0"))
+            return
+        try:
+            if chunking.refusal is not None:
+                self.reply(chunking.refusal)
+            else:
+                self.reply(await self._queue_message(txn))
+        finally:
+            await self._end_transaction()
+
+    async def _read_chunk(self, size: int, sink: Callable[[bytes], None] | None) -> None:
+        """Read exactly ``size`` octets following a BDAT command into ``sink`` (or nowhere)."""
+        data = self.lines.take()
+        limits = self.config.limits
+        deadline = trio.current_time() + limits.data_total_timeout
+        remaining = size
+        while True:
+            piece, data = data[:remaining], data[remaining:]
+            if sink is not None and piece:
+                sink(piece)
+            remaining -= len(piece)
+            if not remaining:
+                break
+            data = await self.receive(min(limits.data_timeout, deadline - trio.current_time()))
+            if not data:
+                raise _Gone
+        self.lines.feed(data)
+
     async def _rset(self, argument: str) -> None:
         self._require_no_argument("RSET", argument)
         decision = await self.runner.run("rset", self.conn)
         await self._end_transaction()
         if decision.verdict.disconnects:
-            self._refuse(decision, R.OK, R.OK)
+            self._refuse(decision, R.RSET_DENY, R.RSET_DENYSOFT)
         self.reply(R.OK)
 
     async def _noop(self, argument: str) -> None:

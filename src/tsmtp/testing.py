@@ -11,10 +11,12 @@ without a socket.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import trio
@@ -50,27 +52,32 @@ def test_config(**changes: object) -> ServerConfig:
 test_config.__test__ = False  # type: ignore[attr-defined]
 
 
+P = TypeVar("P", bound=Plugin)
+
+
 def make_plugin(
-    cls: type[Plugin],
+    cls: type[P],
     *,
     name: str | None = None,
     config: PluginConfig | None = None,
     config_dir: Path | None = None,
     server: ServerContext | None = None,
-) -> Plugin:
+) -> P:
     """Create a plugin the way the loader does (checks, config, ``register()``).
 
     Without ``config``, the plugin's settings are read from ``config_dir/<name>.toml`` (defaults
     when the file does not exist).
     """
     context = server or ServerContext(test_config())
-    return instantiate(
+    plugin = instantiate(
         cls,
         name or cls.__name__.lower(),
         config_dir=config_dir or Path.cwd(),
         server=context,
         config=config,
     )
+    assert isinstance(plugin, cls)
+    return plugin
 
 
 def make_connection(
@@ -122,8 +129,8 @@ class RunningServer:
     port: int
     clients: list[SMTPClient] = field(default_factory=list)
 
-    async def connect(self, *, read_greeting: bool = True) -> SMTPClient:
-        client = await SMTPClient.connect(self.host, self.port, read_greeting=read_greeting)
+    async def connect(self, *, port: int | None = None, read_greeting: bool = True) -> SMTPClient:
+        client = await SMTPClient.connect(self.host, port or self.port, read_greeting=read_greeting)
         self.clients.append(client)
         return client
 
@@ -135,14 +142,21 @@ async def running_server(
     config: ServerConfig | None = None,
     config_dir: Path | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """Serve on 127.0.0.1 with a free port for the duration of the ``async with`` block."""
+    """Serve on 127.0.0.1 with a free port for the duration of the ``async with`` block.
+
+    Plugin classes are created here (named after the class, lower-cased); plugin instances are
+    used as they are, but share this server's context (``server.notes``).
+    """
     config = config or test_config()
     context = ServerContext(config)
-    built = [
-        p if isinstance(p, Plugin) else make_plugin(p, config_dir=config_dir, server=context)
-        for p in plugins
-    ]
-    server = Server(config, built, context=context)
+    built: list[Plugin] = []
+    for p in plugins:
+        if isinstance(p, Plugin):
+            p.server = context
+            built.append(p)
+        else:
+            built.append(make_plugin(p, config_dir=config_dir, server=context))
+    server = Server(config, built, context=context, config_dir=config_dir)
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(server.serve)
         host, port = addresses[0]
@@ -168,7 +182,7 @@ class ClientReply:
 class SMTPClient:
     """A deliberately literal SMTP client: it sends exactly the bytes it is given."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._buffer = bytearray()
 
@@ -209,13 +223,26 @@ class SMTPClient:
         await self.send(data + b"\r\n")
         return await self.read_reply()
 
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str) -> ClientReply:
+        """Send STARTTLS and, on 220, switch this client to TLS."""
+        reply = await self.command("STARTTLS")
+        if reply.code == 220:
+            await self.wrap_tls(context, server_hostname)
+        return reply
+
+    async def wrap_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """Start TLS on the connection now (for implicit TLS, before reading the greeting)."""
+        tls = trio.SSLStream(self.stream, context, server_hostname=server_hostname)
+        await tls.do_handshake()
+        self.stream = tls
+
     async def at_eof(self) -> bool:
         """True once the server has closed the connection (after any buffered reply)."""
         if self._buffer:
             return False
         try:
             return await self.stream.receive_some(1) == b""
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return True
 
     async def aclose(self) -> None:

@@ -22,6 +22,7 @@ from .commands import (
 from .data import BareEndings, DataReader
 from .errors import ProtocolError
 from .lines import LINE_TOO_LONG, LineBuffer
+from .proxy import ProxyHeaderReader, ProxyInfo
 from .replies import Reply, is_enhanced_code
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "Mail",
     "MailParams",
     "ProtocolError",
+    "ProxyHeaderReader",
+    "ProxyInfo",
     "Rcpt",
     "RcptParams",
     "Reply",
