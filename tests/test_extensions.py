@@ -216,3 +216,34 @@ async def test_lookup_rdns_deny_answers_554_then_503() -> None:
         assert c.greeting.code == 554
         assert (await c.command("EHLO x")).code == 503
         assert (await c.command("QUIT")).code == 221
+
+
+async def test_dsn_parameters_are_kept_only_when_dsn_is_enabled() -> None:
+    async with running_server(PLUGINS) as srv:
+        c = await srv.connect()
+        assert "DSN" not in (await c.command("EHLO x")).lines
+        assert (await c.command("MAIL FROM:<a@b.c> RET=HDRS")).code == 555
+    seen: list[tuple[object, ...]] = []
+
+    class Keep(Plugin):
+        @override
+        async def hook_data_post(self, connection: Connection) -> Outcome:
+            txn = connection.transaction
+            assert txn is not None
+            p = txn.mail_params
+            seen.append(
+                (p.ret, p.envid, txn.recipients[0].params.notify, txn.recipients[0].params.orcpt)
+            )
+            return None
+
+    async with running_server([Keep, *PLUGINS], config=test_config(dsn=True)) as srv:
+        c = await srv.connect()
+        assert "DSN" in (await c.command("EHLO x")).lines
+        assert (await c.command("MAIL FROM:<a@b.c> RET=HDRS ENVID=QQ314159")).code == 250
+        assert (
+            await c.command("RCPT TO:<r@d.e> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@d.e")
+        ).code == 250
+        assert (await c.command("RCPT TO:<s@d.e> NOTIFY=NEVER,DELAY")).code == 501
+        await c.command("DATA")
+        assert (await c.command("hi\r\n.")).code == 250
+    assert seen == [("HDRS", "QQ314159", ("SUCCESS", "FAILURE"), "rfc822;r@d.e")]

@@ -189,6 +189,8 @@ class Session:
                         await self._converse()
                 except _Close:
                     await self.flush()
+                except _Gone:
+                    raise
                 except Exception as exc:
                     conn.logcrit(f"session error: {exc!r}")
                     self.reply(R.INTERNAL_ERROR)
