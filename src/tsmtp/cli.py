@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import trio
 
 from . import log as tlog
-from .config import ConfigError
+from .config import ConfigError, Listener
+from .nodes import inherited_sockets, run_master
 from .passwords import passwd_main
 from .server import Server
 
@@ -57,10 +59,10 @@ async def _watch_signals(server: Server, scope: trio.CancelScope) -> None:
             server.shutdown()
 
 
-async def _run(server: Server) -> None:
+async def _run(server: Server, sockets: list[tuple[socket.socket, Listener]] | None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, server, nursery.cancel_scope)
-        await server.serve()
+        await server.serve(sockets=sockets)
         nursery.cancel_scope.cancel()
 
 
@@ -90,8 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: configuration OK; plugins: {names}")
         return 0
     tlog.configure(args.log_level or server.config.log_level)
+    sockets = inherited_sockets(server.config)
     try:
-        trio.run(_run, server)
+        if sockets is None and server.config.node_count > 1:
+            run_master(server, argv)
+        else:
+            trio.run(_run, server, sockets)
     except (OSError, BaseExceptionGroup) as exc:
         error = _os_error(exc)
         if error is None:

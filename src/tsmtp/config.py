@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from pathlib import Path
@@ -171,6 +172,12 @@ class ServerConfig(_Base, frozen=True):
         "PROTOCOL", "DEBUG", "INFO", "NOTICE", "WARN", "ERROR", "CRIT", "ALERT", "EMERG"
     ] = "INFO"
     shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    #: Worker processes sharing the listening sockets; "auto" is one per CPU.
+    nodes: Annotated[int, msgspec.Meta(ge=1, le=256)] | Literal["auto"] = 1
+
+    @property
+    def node_count(self) -> int:
+        return (os.cpu_count() or 1) if self.nodes == "auto" else self.nodes
 
 
 def _where(error: msgspec.ValidationError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,13 +97,26 @@ class Server:
         return len(self._sessions)
 
     async def serve(
-        self, *, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
+        self,
+        *,
+        sockets: Sequence[tuple[socket.socket, Listener]] | None = None,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run init_master, listen, report the bound addresses, then serve until shut down."""
-        await self.runner.run("init_master", None, self.context)
+        """Run init_master, listen, report the bound addresses, then serve until shut down.
+
+        With ``sockets`` (listening sockets opened by a parent process), serve on those and run
+        init_child instead: this is one node of several.
+        """
+        await self.runner.run(
+            "init_master" if sockets is None else "init_child", None, self.context
+        )
         listeners: list[tuple[trio.SocketListener, Listener]] = []
         try:
-            for settings in self.config.listen:
+            if sockets is not None:
+                for sock, settings in sockets:
+                    lst = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                    listeners.append((lst, settings))
+            for settings in self.config.listen if sockets is None else ():
                 host, port = settings.host_port
                 opened = await trio.open_tcp_listeners(port, host=host or None)
                 listeners += [(lst, settings) for lst in opened]

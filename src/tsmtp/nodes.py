@@ -1,0 +1,178 @@
+"""Several worker processes ("nodes") sharing one set of listening sockets.
+
+The master opens the sockets, runs ``init_master`` once, then starts ``nodes`` workers, each a
+``tsmtp run`` that inherits the sockets and runs ``init_child``. A worker that dies is started
+again. SIGTERM (or SIGINT) is passed to every worker, which stops accepting and finishes its
+open transactions within ``shutdown_grace``; SIGHUP restarts the workers one at a time, so they
+read the configuration again while the others keep serving.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from .config import Listener, ServerConfig
+from .log import Level, log
+from .server import Server
+
+WORKER_FDS = "TSMTP_WORKER_FDS"
+
+
+def open_sockets(
+    listeners: Sequence[Listener], backlog: int = 1024
+) -> list[tuple[socket.socket, Listener]]:
+    """Bind and listen on every configured address, the way the single process would."""
+    opened: list[tuple[socket.socket, Listener]] = []
+    try:
+        for settings in listeners:
+            host, port = settings.host_port
+            infos = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, proto, _, address in infos:
+                sock = socket.socket(family, kind, proto)
+                opened.append((sock, settings))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(backlog)
+                sock.setblocking(False)
+    except BaseException:
+        for sock, _ in opened:
+            sock.close()
+        raise
+    return opened
+
+
+def inherited_sockets(config: ServerConfig) -> list[tuple[socket.socket, Listener]] | None:
+    """In a worker, the listening sockets its master handed down (None in a master)."""
+    spec = os.environ.pop(WORKER_FDS, None)
+    if spec is None:
+        return None
+    sockets = []
+    for item in spec.split(","):
+        fd, index = (int(x) for x in item.split(":"))
+        sockets.append((socket.socket(fileno=fd), config.listen[index]))
+    return sockets
+
+
+class Master:
+    """Starts, watches and stops the worker processes."""
+
+    def __init__(self, server: Server, argv: Sequence[str]) -> None:
+        self.server = server
+        self.config = server.config
+        self.argv = list(argv)
+        self.sockets = open_sockets(self.config.listen)
+        self._stop = trio.Event()
+        self._processes: dict[int, trio.Process] = {}
+        self._restarting: set[int] = set()
+        self._started: dict[int, trio.Event] = {}
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s, _ in self.sockets]
+
+    def _worker_env(self) -> dict[str, str]:
+        index = {id(settings): i for i, settings in enumerate(self.config.listen)}
+        spec = ",".join(f"{s.fileno()}:{index[id(settings)]}" for s, settings in self.sockets)
+        return {**os.environ, WORKER_FDS: spec}
+
+    async def run(self) -> None:
+        await self.server.runner.run("init_master", None, self.server.context)
+        count = self.config.node_count
+        log(
+            Level.NOTICE,
+            f"listening on {', '.join(f'{h}:{p}' for h, p in self.addresses)} with {count} nodes",
+            source="master",
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                async with trio.open_nursery() as workers:
+                    for slot in range(count):
+                        workers.start_soon(self._keep_running, slot)
+                nursery.cancel_scope.cancel()
+        finally:
+            for sock, _ in self.sockets:
+                sock.close()
+        log(Level.NOTICE, "all nodes stopped", source="master")
+
+    async def _keep_running(self, slot: int) -> None:
+        fds = [s.fileno() for s, _ in self.sockets]
+        failures = 0
+        while not self._stop.is_set():
+            started = trio.current_time()
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tsmtp", *self.argv], pass_fds=fds, env=self._worker_env()
+            )
+            self._processes[slot] = process
+            self._started.pop(slot, trio.Event()).set()
+            log(Level.INFO, f"node {slot} started (pid {process.pid})", source="master")
+            try:
+                code = await process.wait()
+            finally:
+                if process.returncode is None:  # cancelled: make sure it does not outlive us
+                    process.kill()
+                    with trio.CancelScope(shield=True):
+                        await process.wait()
+            del self._processes[slot]
+            if self._stop.is_set() or slot in self._restarting:
+                self._restarting.discard(slot)
+                failures = 0
+                continue
+            failures = failures + 1 if trio.current_time() - started < 10 else 1
+            delay = min(0.5 * 2 ** (failures - 1), 30.0)
+            log(
+                Level.ERROR,
+                f"node {slot} (pid {process.pid}) exited with {code}; restarting in {delay:g}s",
+                source="master",
+            )
+            await trio.sleep(delay)
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self._reload()
+                    continue
+                if self._stop.is_set():
+                    log(Level.NOTICE, "second signal: killing the nodes", source="master")
+                    for process in list(self._processes.values()):
+                        process.kill()
+                    continue
+                self._stop.set()
+                log(
+                    Level.NOTICE,
+                    f"{signal.Signals(signum).name}: stopping the nodes",
+                    source="master",
+                )
+                for process in list(self._processes.values()):
+                    process.send_signal(signal.SIGTERM)
+                scope.deadline = min(
+                    scope.deadline, trio.current_time() + self.config.shutdown_grace + 10
+                )
+
+    async def _reload(self) -> None:
+        log(Level.NOTICE, "SIGHUP: restarting the nodes one at a time", source="master")
+        for slot in sorted(self._processes):
+            process = self._processes.get(slot)
+            if process is None or self._stop.is_set():
+                continue
+            self._restarting.add(slot)
+            replaced = self._started[slot] = trio.Event()
+            process.send_signal(signal.SIGTERM)
+            # One at a time: the next node is restarted once this one's replacement runs.
+            with trio.move_on_after(self.config.shutdown_grace + 20):
+                await replaced.wait()
+
+
+def run_master(server: Server, argv: Sequence[str]) -> None:
+    trio.run(Master(server, argv).run)

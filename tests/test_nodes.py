@@ -1,0 +1,143 @@
+"""Several nodes: real worker processes, a killed worker restarted, SIGTERM mid-transaction."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Master:
+    def __init__(self, cwd: Path, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tsmtp",
+                "run",
+                "--config",
+                str(config),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            cwd=cwd,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        for line in self.seen:
+            if (match := re.search(pattern, line)) is not None:
+                self.seen.remove(line)
+                return match
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None and self.lines.empty():
+                break
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            match = re.search(pattern, line)
+            if match is not None:
+                return match
+            self.seen.append(line)
+        raise AssertionError(f"no {pattern!r} in {self.seen}")
+
+
+def send(port: int, i: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.sendmail("s@example.org", [f"r{i}@example.com"], f"Subject: {i}\r\n\r\nbody\r\n")
+
+
+def reply(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] == b"-":
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_nodes_share_the_socket_survive_a_crash_and_drain_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    smtp_toml = config / "smtp.toml"
+    text = re.sub(
+        r"(?m)^shutdown_grace = .*$", "shutdown_grace = 10.0\nnodes = 2", smtp_toml.read_text()
+    )
+    assert "nodes = 2" in text
+    smtp_toml.write_text(text)
+    master = Master(tmp_path, config)
+    try:
+        port = int(master.wait_for(r"listening on 127\.0\.0\.1:(\d+) with 2 nodes")[1])
+        pids = {int(master.wait_for(rf"node {n} started \(pid (\d+)\)")[1]) for n in (0, 1)}
+        assert len(pids) == 2 and master.proc.pid not in pids
+        for i in range(10):
+            send(port, i)
+
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        master.wait_for(rf"node \d \(pid {victim}\) exited with -9; restarting")
+        new_pid = int(master.wait_for(r"node \d started \(pid (\d+)\)")[1])
+        assert new_pid not in pids
+        for i in range(10, 20):
+            send(port, i)
+
+        # A transaction in progress when the master is told to stop is finished, not dropped.
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert reply(sock).startswith(b"220")
+        sock.sendall(b"EHLO x\r\n")
+        reply(sock)
+        sock.sendall(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<last@example.com>\r\nDATA\r\n")
+        got = b""
+        while got.count(b"\r\n") < 3:
+            got += sock.recv(4096)
+        assert got.split(b"\r\n")[2].startswith(b"354")
+        sock.sendall(b"Subject: in flight\r\n\r\nhalf")
+        os.kill(master.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(b" and the rest\r\n.\r\n")
+        assert reply(sock).startswith(b"250 ")
+        assert master.proc.wait(timeout=30) == 0
+        sock.close()
+    finally:
+        master.close()
+    stored = list((tmp_path / "var" / "mail" / "new").iterdir())
+    assert len(stored) == 21
+    for pid in pids | {new_pid}:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"worker {pid} outlived the master")
