@@ -20,9 +20,11 @@ from .log import Level, log
 from .plugin import Plugin
 from .plugins import HookRunner, load_plugins
 from .session import Runtime, Session
+from .stream import SocketStream
 from .tls import server_context
 
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_IGNORED = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ECONNRESET}
 
 
 def _peer(address: object) -> Peer:
@@ -164,19 +166,28 @@ class Server:
     async def _accept_loop(
         self, listener: trio.SocketListener, settings: Listener, nursery: trio.Nursery
     ) -> None:
+        listening = listener.socket
         while True:
             try:
-                stream = await listener.accept()
+                sock, _ = await listening.accept()
             except OSError as exc:
-                if exc.errno not in _ACCEPT_ERRORS:
+                if exc.errno in _ACCEPT_ERRORS:
+                    log(Level.ERROR, f"accept failed ({exc.strerror}); pausing", source="server")
+                    await trio.sleep(0.1)
+                elif exc.errno not in _ACCEPT_IGNORED:
                     raise
-                log(Level.ERROR, f"accept failed ({exc.strerror}); pausing", source="server")
-                await trio.sleep(0.1)
                 continue
-            nursery.start_soon(self._handle, stream, settings)
+            raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            if raw.family in (socket.AF_INET, socket.AF_INET6):
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(self._handle, SocketStream(raw), settings)
 
-    async def _handle(self, stream: trio.SocketStream, settings: Listener) -> None:
-        remote = _peer(stream.socket.getpeername())
+    async def _handle(self, stream: SocketStream, settings: Listener) -> None:
+        try:
+            remote = _peer(stream.socket.getpeername())
+        except OSError:  # already gone
+            await stream.aclose()
+            return
         if len(self._sessions) >= self.config.limits.max_connections:
             log(
                 Level.NOTICE,

@@ -11,6 +11,7 @@ import email.utils
 import ipaddress
 import select
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from .config import Listener, ServerConfig
 from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
 from .hooks import Credentials
 from .limits import ConnectionLimiter
+from .log import Level, logger
 from .plugins import Decision, HookRunner
 from .protocol import (
     LINE_TOO_LONG,
@@ -37,6 +39,7 @@ from .protocol import (
     split_command,
 )
 from .protocol.sasl import decode_response, decode_text, parse_plain
+from .stream import SocketStream
 from .transaction import Recipient, Transaction
 from .verdict import Verdict
 
@@ -51,6 +54,18 @@ _MAIL_PARAMS_BY_KEYWORD = {
 }
 _DSN_MAIL_PARAMS = frozenset({"RET", "ENVID"})
 _NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML"})
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _now_rfc5322() -> str:
+    """The current date for a Received header, formatted once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, localtime=True))
+    return _date_cache[1]
 
 
 class _Close(Exception):
@@ -108,6 +123,7 @@ class Session:
         self._idle_scope: trio.CancelScope | None = None
         self._greeting_refused = False
         self._admitted = False
+        self._trace = logger.isEnabledFor(Level.PROTOCOL)
         self._connected = False
         self._auth_failures = 0
         self._chunking: _Chunking | None = None
@@ -133,7 +149,7 @@ class Session:
     # --- I/O ----------------------------------------------------------------------------------
 
     def reply(self, reply: Reply) -> None:
-        self._out.append(reply.to_bytes())
+        self._out.append(reply.wire)
 
     async def flush(self) -> None:
         if not self._out:
@@ -301,7 +317,7 @@ class Session:
                     raise _Gone
                 return True
             return False
-        if isinstance(self.stream, trio.SocketStream):
+        if isinstance(self.stream, (SocketStream, trio.SocketStream)):
             readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
             return bool(readable)
         return False
@@ -375,7 +391,8 @@ class Session:
             except ProtocolError as exc:
                 self.error(Reply.of(exc.code, exc.text, exc.enhanced))
                 continue
-            self.conn.logprotocol(f"C: {command.verb} {command.argument}".rstrip())
+            if self._trace:
+                self.conn.logprotocol(f"C: {command.verb} {command.argument}".rstrip())
             if self._greeting_refused and command.verb != "QUIT":
                 self.error(R.BAD_SEQUENCE_GREETING)
                 continue
@@ -424,7 +441,10 @@ class Session:
 
     @staticmethod
     def _refuses(decision: Decision) -> bool:
-        return decision.verdict.is_denial or decision.verdict is Verdict.DISCONNECT
+        verdict = decision.verdict
+        if verdict is Verdict.CONT or verdict is Verdict.OK:
+            return False
+        return verdict.is_denial or verdict is Verdict.DISCONNECT
 
     def _accept(self, decision: Decision, default: Reply) -> Reply:
         result = decision.result
@@ -693,7 +713,7 @@ class Session:
         return (
             f"from {hello.host if hello else 'unknown'} ({remote.host or 'unknown'} [{remote.ip}])"
             f"\n\tby {self.config.hostname} (tsmtp) with {protocol} id {txn.uuid}{tls}{recipient};"
-            f"\n\t{email.utils.formatdate(localtime=True)}"
+            f"\n\t{_now_rfc5322()}"
         )
 
     # --- STARTTLS (RFC 3207) ------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
 _ENHANCED_PREFIX = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
@@ -22,6 +22,10 @@ class Reply:
     code: int
     lines: tuple[str, ...]
     enhanced: str | None = None
+    wire: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", self._format())
 
     @classmethod
     def of(cls, code: int, text: str | Sequence[str], enhanced: str | None = None) -> Reply:
@@ -38,6 +42,9 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """The reply on the wire: every line but the last uses ``code-``; CR and LF never leak."""
+        return self.wire
+
+    def _format(self) -> bytes:
         code = str(self.code)
         prefix = f"{self.enhanced} " if self.enhanced else ""
         first = _ENHANCED_PREFIX.match(self.lines[0])
