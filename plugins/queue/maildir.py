@@ -167,5 +167,5 @@ class Maildir(Plugin):
                 self.logerror(f"flushing {path.name} to disk failed: {exc}", connection)
                 path.unlink(missing_ok=True)  # the client will send it again
                 return Verdict.DENYSOFT("Could not store the message safely, try again later")
-        self.loginfo(f"stored {path.name}", connection)
+        self.loginfo("stored %s", connection, path.name)
         return Verdict.OK

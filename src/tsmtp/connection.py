@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -58,8 +59,13 @@ class ServerContext:
         return self.config.hostname
 
 
+_ID_PREFIX = secrets.token_hex(3)
+_ids = itertools.count(1)
+
+
 def new_id() -> str:
-    return secrets.token_hex(6)
+    """A connection id, unique across processes and restarts (random prefix, then a counter)."""
+    return f"{_ID_PREFIX}{next(_ids):06x}"
 
 
 class Connection(LogMethods):

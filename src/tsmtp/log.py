@@ -34,10 +34,18 @@ class HasLogId(Protocol):
     def log_id(self) -> str: ...
 
 
-def log(level: Level, message: str, *, source: str, context: HasLogId | None = None) -> None:
+def log(
+    level: Level,
+    message: str,
+    *args: object,
+    source: str,
+    context: HasLogId | None = None,
+) -> None:
+    """Log ``message % args`` (formatted only if the level is enabled)."""
     if logger.isEnabledFor(level):
         where = context.log_id if context is not None else "-"
-        logger.log(level, "[%s] [%s] %s", where, source, message)
+        text = message % args if args else message
+        logger.log(level, "[%s] [%s] %s", where, source, text)
 
 
 class LogMethods:
@@ -47,37 +55,41 @@ class LogMethods:
     def log_source(self) -> str:
         return "core"
 
-    def _log(self, level: Level, message: str, context: HasLogId | None) -> None:
+    def _log(
+        self, level: Level, message: str, context: HasLogId | None, args: tuple[object, ...]
+    ) -> None:
+        if not logger.isEnabledFor(level):
+            return
         if context is None and hasattr(self, "log_id"):
             context = cast(HasLogId, self)
-        log(level, message, source=self.log_source, context=context)
+        log(level, message, *args, source=self.log_source, context=context)
 
-    def logprotocol(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.PROTOCOL, message, context)
+    def logprotocol(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.PROTOCOL, message, context, args)
 
-    def logdebug(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.DEBUG, message, context)
+    def logdebug(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.DEBUG, message, context, args)
 
-    def loginfo(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.INFO, message, context)
+    def loginfo(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.INFO, message, context, args)
 
-    def lognotice(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.NOTICE, message, context)
+    def lognotice(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.NOTICE, message, context, args)
 
-    def logwarn(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.WARN, message, context)
+    def logwarn(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.WARN, message, context, args)
 
-    def logerror(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.ERROR, message, context)
+    def logerror(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.ERROR, message, context, args)
 
-    def logcrit(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.CRIT, message, context)
+    def logcrit(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.CRIT, message, context, args)
 
-    def logalert(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.ALERT, message, context)
+    def logalert(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.ALERT, message, context, args)
 
-    def logemerg(self, message: str, context: HasLogId | None = None) -> None:
-        self._log(Level.EMERG, message, context)
+    def logemerg(self, message: str, context: HasLogId | None = None, *args: object) -> None:
+        self._log(Level.EMERG, message, context, args)
 
 
 def configure(level: str | int = "INFO") -> None:

@@ -124,6 +124,7 @@ class Session:
         self._greeting_refused = False
         self._admitted = False
         self._trace = logger.isEnabledFor(Level.PROTOCOL)
+        self._info = logger.isEnabledFor(Level.INFO)
         self._connected = False
         self._auth_failures = 0
         self._chunking: _Chunking | None = None
@@ -197,7 +198,8 @@ class Session:
 
     async def run(self) -> None:
         conn = self.conn
-        conn.loginfo(f"connect from {conn.remote} to {conn.local}")
+        if self._info:
+            conn.loginfo(f"connect from {conn.remote} to {conn.local}")
         try:
             with self.cancel_scope:
                 try:
@@ -222,7 +224,10 @@ class Session:
                 if self._connected:
                     await self.runner.run("disconnect", conn)
                 await trio.aclose_forcefully(self.stream)
-            conn.loginfo(f"disconnect from {conn.remote} (transactions: {conn.transaction_count})")
+            if self._info:
+                conn.loginfo(
+                    f"disconnect from {conn.remote} ({conn.transaction_count} transactions)"
+                )
 
     async def _start(self) -> bool:
         """PROXY header, per-address limits and implicit TLS; False to hang up at once."""
@@ -688,10 +693,11 @@ class Session:
             conn.logerror(f"no {hook} plugin accepted the message; answering 451")
             return Reply(451, (f"{R.QUEUE_DECLINED.text} ({txn.uuid})",), "4.3.0")
         reply = self._accept(decision, Reply.of(250, f"Message queued as {txn.uuid}", "2.0.0"))
-        conn.loginfo(
-            f"queued {txn.uuid}: from {txn.sender.bracketed()} to {len(txn.recipients)} "
-            f"recipient(s), {txn.message_size()} octets"
-        )
+        if self._info:
+            conn.loginfo(
+                f"queued {txn.uuid}: from {txn.sender.bracketed()} to {len(txn.recipients)} "
+                f"recipient(s), {txn.message_size()} octets"
+            )
         await self.runner.run("queue_ok", conn, reply.text)
         return reply
 
