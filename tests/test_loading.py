@@ -199,3 +199,20 @@ def test_check_command_reports_a_broken_config_precisely(tmp_path: Path) -> None
     assert done.stderr.strip() == (
         f"tsmtp: {config / 'smtp.toml'}: limits.max_message_size: Expected `int` >= 1"
     )
+
+
+def test_plugins_from_installed_packages_via_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tsmtp_hello_plugin.py").write_text(textwrap.dedent(GOOD).replace("Good", "Hello"))
+    dist = tmp_path / "tsmtp_hello_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tsmtp-hello-plugin\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[tsmtp.plugins]\nhello.world = tsmtp_hello_plugin:Hello\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_config(tmp_path, "hello.world\n", {})
+    assert load(config) == ["hello.world"]

@@ -148,6 +148,14 @@ class ProxySettings(_Base, frozen=True):
                 raise ValueError(f"trusted: {network!r} is not an IP network") from None
 
 
+class DNSSettings(_Base, frozen=True):
+    """Where DNS lookups go; no nameservers means those of /etc/resolv.conf."""
+
+    nameservers: list[str] = msgspec.field(default_factory=list)
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 53
+    timeout: Seconds = 5.0
+
+
 def _default_hostname() -> str:
     return socket.getfqdn() or "localhost"
 
@@ -166,6 +174,7 @@ class ServerConfig(_Base, frozen=True):
     tls: TLSSettings = msgspec.field(default_factory=TLSSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     proxy: ProxySettings = msgspec.field(default_factory=ProxySettings)
+    dns: DNSSettings = msgspec.field(default_factory=DNSSettings)
     #: Advertise DSN (RFC 3461) and accept NOTIFY, ORCPT, RET and ENVID.
     dsn: bool = False
     log_level: Literal[

@@ -14,6 +14,7 @@ from .notes import Notes
 
 if TYPE_CHECKING:
     from .config import ServerConfig
+    from .dns import Resolver
     from .transaction import Transaction
 
 
@@ -53,6 +54,16 @@ class ServerContext:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.notes = Notes()
+        self._resolver: Resolver | None = None
+
+    @property
+    def resolver(self) -> Resolver:
+        """The shared DNS resolver (``[dns]`` in smtp.toml)."""
+        if self._resolver is None:
+            from .dns import Resolver
+
+            self._resolver = Resolver(self.config.dns)
+        return self._resolver
 
     @property
     def hostname(self) -> str:
