@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from tsmtp.config import DataSettings, Limits
@@ -276,3 +277,26 @@ async def test_graceful_shutdown_lets_a_transaction_finish() -> None:
         with trio.fail_after(5):
             assert (await busy.read_reply()).code == 421
     assert len(MemoryQueue.stored) == 1
+
+
+async def test_more_than_a_thousand_idle_connections() -> None:
+    """File descriptors above 1024 work everywhere (no select())."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the file descriptor limit ({hard}) is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    try:
+        config = test_config(limits=Limits(max_connections=5000, max_connections_per_ip=5000))
+        async with running_server(PLUGINS, config=config) as srv:
+            clients = []
+            for _ in range(1200):
+                clients.append(await srv.connect())
+            assert {c.greeting.code for c in clients} == {220}
+            assert (await clients[-1].command("EHLO x")).code == 250
+            for c in clients:
+                await c.aclose()
+            srv.clients.clear()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

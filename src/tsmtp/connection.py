@@ -87,6 +87,22 @@ class Connection(LogMethods):
     transaction, if any, is ``transaction``.
     """
 
+    __slots__ = (
+        "authenticated_user",
+        "closing",
+        "errors",
+        "hello",
+        "local",
+        "notes",
+        "relaying",
+        "remote",
+        "server",
+        "tls",
+        "transaction",
+        "transaction_count",
+        "uuid",
+    )
+
     def __init__(
         self, server: ServerContext, remote: Peer, local: Peer, *, uuid: str | None = None
     ) -> None:

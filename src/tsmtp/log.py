@@ -51,6 +51,8 @@ def log(
 class LogMethods:
     """``logprotocol`` ... ``logemerg``; subclasses say who is logging via :attr:`log_source`."""
 
+    __slots__ = ()
+
     @property
     def log_source(self) -> str:
         return "core"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
-import select
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -102,6 +102,29 @@ class _Chunking:
 class Session:
     """The conversation with one client. Create it, then ``await session.run()``."""
 
+    __slots__ = (
+        "_admitted",
+        "_auth_failures",
+        "_chunking",
+        "_connected",
+        "_greeting_refused",
+        "_idle_scope",
+        "_info",
+        "_mail_params",
+        "_out",
+        "_rcpt_params",
+        "_stopping",
+        "_trace",
+        "cancel_scope",
+        "config",
+        "conn",
+        "lines",
+        "listener",
+        "runner",
+        "runtime",
+        "stream",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -128,24 +151,8 @@ class Session:
         self._connected = False
         self._auth_failures = 0
         self._chunking: _Chunking | None = None
-        self._capabilities: list[str] = []
         self._mail_params = MAIL_PARAMETERS
         self._rcpt_params = RCPT_PARAMETERS
-        self._commands: dict[str, Callable[[str], Awaitable[None]]] = {
-            "HELO": self._helo,
-            "EHLO": self._ehlo,
-            "MAIL": self._mail,
-            "RCPT": self._rcpt,
-            "DATA": self._data,
-            "RSET": self._rset,
-            "NOOP": self._noop,
-            "QUIT": self._quit,
-            "VRFY": self._vrfy,
-            "HELP": self._help,
-            "STARTTLS": self._starttls,
-            "AUTH": self._auth,
-            "BDAT": self._bdat,
-        }
 
     # --- I/O ----------------------------------------------------------------------------------
 
@@ -322,9 +329,11 @@ class Session:
                     raise _Gone
                 return True
             return False
-        if isinstance(self.stream, (SocketStream, trio.SocketStream)):
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
-            return bool(readable)
+        if isinstance(self.stream, SocketStream):
+            try:
+                return bool(self.stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except OSError:  # nothing there (EAGAIN), or a reset the next read reports
+                return False
         return False
 
     async def _converse(self) -> None:
@@ -401,12 +410,12 @@ class Session:
             if self._greeting_refused and command.verb != "QUIT":
                 self.error(R.BAD_SEQUENCE_GREETING)
                 continue
-            handler = self._commands.get(command.verb)
+            handler = _COMMANDS.get(command.verb)
             try:
                 if handler is None:
                     await self._unrecognized(command.verb, command.argument)
                 else:
-                    await handler(command.argument)
+                    await handler(self, command.argument)
             except ProtocolError as exc:
                 self.error(Reply.of(exc.code, exc.text, exc.enhanced))
 
@@ -496,7 +505,6 @@ class Session:
         remote = conn.remote
         greeting = f"{self.config.hostname} Hello {remote.host or remote.ip} [{remote.ip}]"
         if verb == "HELO":
-            self._capabilities = []
             self._mail_params = self._rcpt_params = frozenset()
             self.reply(self._accept(decision, Reply.of(250, greeting)))
             return
@@ -515,7 +523,6 @@ class Session:
         if self._auth_available():
             capabilities.append("AUTH " + " ".join(self.config.auth.mechanisms))
         await self.runner.run("capabilities", conn, capabilities)
-        self._capabilities = capabilities
         keywords = {c.split(" ", 1)[0].upper() for c in capabilities}
         self._mail_params = frozenset(
             param for keyword, param in _MAIL_PARAMS_BY_KEYWORD.items() if keyword in keywords
@@ -750,7 +757,6 @@ class Session:
         # RFC 3207 section 4.2: forget everything learned before TLS.
         await self._end_transaction()
         conn.hello = None
-        self._capabilities = []
 
     # --- AUTH (RFC 4954) ------------------------------------------------------------------------
 
@@ -973,3 +979,20 @@ class Session:
             return
         conn.logdebug(f"unrecognized command {verb!r}")
         self.error(R.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else R.UNRECOGNIZED)
+
+
+_COMMANDS: dict[str, Callable[[Session, str], Awaitable[None]]] = {
+    "HELO": Session._helo,
+    "EHLO": Session._ehlo,
+    "MAIL": Session._mail,
+    "RCPT": Session._rcpt,
+    "DATA": Session._data,
+    "RSET": Session._rset,
+    "NOOP": Session._noop,
+    "QUIT": Session._quit,
+    "VRFY": Session._vrfy,
+    "HELP": Session._help,
+    "STARTTLS": Session._starttls,
+    "AUTH": Session._auth,
+    "BDAT": Session._bdat,
+}

@@ -26,6 +26,8 @@ class LineBuffer:
     buffer never grows past the limit however long the line is.
     """
 
+    __slots__ = ("_buf", "_overflow", "_scanned", "max_line")
+
     def __init__(self, max_line: int = 512) -> None:
         self.max_line = max_line
         self._buf = bytearray()
