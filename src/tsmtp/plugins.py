@@ -13,12 +13,14 @@ import inspect
 import math
 import re
 import sys
+import types
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import trio
 
@@ -244,7 +246,7 @@ def load_plugins(config_dir: Path, server: ServerContext) -> list[Plugin]:
 class Handler:
     plugin: Plugin
     hook: str
-    fn: Callable[..., Awaitable[object]]
+    fn: Callable[..., Coroutine[Any, Any, object]]
     timeout: float
 
     @property
@@ -271,6 +273,27 @@ _ONLY_FROM = {
     Verdict.HOOK: frozenset({"unrecognized_command"}),
     Verdict.DELAY: frozenset({"send_email"}),
 }
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, object], trap: Any) -> Generator[Any, Any, object]:
+    """Go on running ``coro``, which has already yielded ``trap`` to the event loop."""
+    while True:
+        try:
+            value = yield trap
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                trap = coro.send(value)
+            except StopIteration as done:
+                return done.value
 
 
 class HookRunner:
@@ -333,15 +356,23 @@ class HookRunner:
     ) -> Decision:
         plugin = handler.plugin
         outcome: object = None
-        with trio.move_on_after(handler.timeout) as scope:
+        timed_out = False
+        try:
+            coro = handler.fn(*args)
+            # Most hooks finish without waiting for anything: run the first step directly and
+            # set up the timeout only for a hook that actually suspends.
             try:
-                outcome = await handler.fn(*args)
-            except Exception as exc:
-                plugin.logcrit(f"hook {handler.hook} ({handler.label}) raised {exc!r}", connection)
-                return Decision(
-                    Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True
-                )
-        if scope.cancelled_caught:
+                trap = coro.send(None)
+            except StopIteration as done:
+                outcome = done.value
+            else:
+                with trio.CancelScope(deadline=trio.current_time() + handler.timeout) as scope:
+                    outcome = await _resume(coro, trap)
+                timed_out = scope.cancelled_caught
+        except Exception as exc:
+            plugin.logcrit(f"hook {handler.hook} ({handler.label}) raised {exc!r}", connection)
+            return Decision(Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True)
+        if timed_out:
             plugin.logcrit(
                 f"hook {handler.hook} ({handler.label}) timed out after {handler.timeout:g}s",
                 connection,

@@ -7,8 +7,10 @@ sent in one write when the session would otherwise wait for the client.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
+import math
 import socket
 import ssl
 import time
@@ -108,13 +110,15 @@ class Session:
         "_chunking",
         "_connected",
         "_greeting_refused",
-        "_idle_scope",
+        "_idle_wait",
         "_info",
+        "_io_scope",
         "_mail_params",
         "_out",
         "_rcpt_params",
         "_stopping",
         "_trace",
+        "_wait_seconds",
         "cancel_scope",
         "config",
         "conn",
@@ -143,7 +147,9 @@ class Session:
         self.cancel_scope = trio.CancelScope()
         self._out: list[bytes] = []
         self._stopping = False
-        self._idle_scope: trio.CancelScope | None = None
+        self._io_scope = trio.CancelScope()
+        self._idle_wait = False
+        self._wait_seconds = 0.0
         self._greeting_refused = False
         self._admitted = False
         self._trace = logger.isEnabledFor(Level.PROTOCOL)
@@ -178,28 +184,40 @@ class Session:
         if idle and self._stopping:
             self.reply(R.SHUTTING_DOWN)
             raise _Close
-        await self.flush()
-        with trio.move_on_after(seconds) as scope:
-            if idle:
-                self._idle_scope = scope
-            try:
-                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise _Gone from None
-            finally:
-                self._idle_scope = None
-        if self._stopping and idle:
-            self.reply(R.SHUTTING_DOWN)
-        else:
-            self.conn.lognotice(f"client timed out after {seconds:g}s")
-            self.reply(R.TIMEOUT)
-        raise _Close
+        # One long-lived cancel scope is re-armed for each wait (cheaper than a new one each
+        # time); when it fires, the conversation ends and run() answers 421.
+        scope = self._io_scope
+        self._wait_seconds = seconds
+        self._idle_wait = idle
+        scope.deadline = trio.current_time() + seconds
+        try:
+            await self.flush()
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _Gone from None
+        finally:
+            scope.deadline = math.inf
+            self._idle_wait = False
+        return bytes(data)
 
     def stop(self) -> None:
         """Ask the session to end: at once if it is between transactions, else after this one."""
         self._stopping = True
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._idle_wait:
+            self._io_scope.cancel()
+
+    def _wait_ended(self) -> None:
+        """The I/O scope fired: a client too slow, or a shutdown while idle."""
+        if self._stopping and self.conn.transaction is None:
+            self.reply(R.SHUTTING_DOWN)
+        else:
+            self.conn.lognotice(f"client timed out after {self._wait_seconds:g}s")
+            self.reply(R.TIMEOUT)
+
+    async def _last_flush(self) -> None:
+        with trio.move_on_after(10):
+            with contextlib.suppress(_Gone):
+                await self.flush()
 
     # --- the conversation ---------------------------------------------------------------------
 
@@ -210,16 +228,19 @@ class Session:
         try:
             with self.cancel_scope:
                 try:
-                    if await self._start():
-                        await self._converse()
+                    with self._io_scope:
+                        if await self._start():
+                            await self._converse()
+                    if self._io_scope.cancelled_caught:
+                        self._wait_ended()
                 except _Close:
-                    await self.flush()
+                    pass
                 except _Gone:
                     raise
                 except Exception as exc:
                     conn.logcrit(f"session error: {exc!r}")
                     self.reply(R.INTERNAL_ERROR)
-                    await self.flush()
+                await self._last_flush()
         except _Gone:
             conn.loginfo("client went away")
         finally:
@@ -630,11 +651,10 @@ class Session:
             self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
             return
         self.reply(R.START_DATA)
-        try:
-            reader = await self._receive_body(txn)
-            self.reply(await self._finish_message(txn, reader))
-        finally:
-            await self._end_transaction()
+        # On any exceptional exit the transaction is ended by run(), shielded from cancellation.
+        reader = await self._receive_body(txn)
+        self.reply(await self._finish_message(txn, reader))
+        await self._end_transaction()
 
     async def _receive_body(self, txn: Transaction) -> DataReader:
         settings = self.config.data
@@ -893,13 +913,11 @@ class Session:
             else:
                 self.reply(Reply.of(250, f"{size} octets received", "2.0.0"))
             return
-        try:
-            if chunking.refusal is not None:
-                self.reply(chunking.refusal)
-            else:
-                self.reply(await self._queue_message(txn))
-        finally:
-            await self._end_transaction()
+        if chunking.refusal is not None:
+            self.reply(chunking.refusal)
+        else:
+            self.reply(await self._queue_message(txn))
+        await self._end_transaction()
 
     async def _read_chunk(self, size: int, sink: Callable[[bytes], None] | None) -> None:
         """Read exactly ``size`` octets following a BDAT command into ``sink`` (or nowhere)."""
