@@ -343,3 +343,8 @@ def test_data_ends_exactly_at_the_first_crlf_dot_crlf(pieces: list[bytes], step:
     consumed = min(pos, len(wire)) - len(reader.leftover)
     assert consumed == expected_end
     assert reader.leftover == wire[expected_end : min(pos, len(wire))]
+
+
+def test_empty_auth_challenge_keeps_its_space() -> None:
+    assert Reply.of(334, "").to_bytes() == b"334 \r\n"
+    assert Reply.of(250, "", "2.0.0").to_bytes() == b"250 2.0.0\r\n"

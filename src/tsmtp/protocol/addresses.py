@@ -113,6 +113,13 @@ def _split_path(argument: str) -> tuple[str, str]:
     if not argument.startswith("<"):
         path, _, rest = argument.partition(" ")
         return path, rest
+    if '"' not in argument:  # no quoted local part: the first ">" ends the path
+        end = argument.find(">")
+        if end > 0:
+            rest = argument[end + 1 :]
+            if not rest or rest.startswith(" "):
+                return argument[1:end], rest.lstrip(" ")
+        raise ProtocolError(501, "5.5.4", "Syntax error in path: missing or misplaced '>'")
     i, n, quoted = 1, len(argument), False
     while i < n:
         ch = argument[i]

@@ -46,13 +46,21 @@ class Reply:
 
     def _format(self) -> bytes:
         code = str(self.code)
+        lines = self.lines
         prefix = f"{self.enhanced} " if self.enhanced else ""
-        first = _ENHANCED_PREFIX.match(self.lines[0])
-        if first is not None:  # a plugin's own enhanced code applies to all its lines
-            prefix = first.group(0)
+        first = lines[0]
+        if len(lines) == 1 and "\r" not in first and "\n" not in first:
+            if prefix and first[1:2] == "." and _ENHANCED_PREFIX.match(first):
+                prefix = ""
+            return f"{code} {prefix}{first}".rstrip(" ").encode("utf-8", "replace") + (
+                b" \r\n" if self.code == 334 and not first else b"\r\n"
+            )
+        own = _ENHANCED_PREFIX.match(first)
+        if own is not None:  # a plugin's own enhanced code applies to all its lines
+            prefix = own.group(0)
         out = []
-        last = len(self.lines) - 1
-        for i, line in enumerate(self.lines):
+        last = len(lines) - 1
+        for i, line in enumerate(lines):
             clean = line.replace("\r", " ").replace("\n", " ")
             # A plugin may already have put an enhanced code in its text; don't add a second one.
             line_prefix = "" if _ENHANCED_PREFIX.match(clean) else prefix
