@@ -14,6 +14,7 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import itertools
@@ -50,21 +51,26 @@ def unique_name(size: int) -> str:
     return f"{seconds}.M{micro}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size}"
 
 
-def write_message(root: Path, chunks: Iterable[bytes], size: int, fsync: bool) -> Path:
+def write_message(root: str, chunks: Iterable[bytes], size: int, fsync: bool) -> str:
     """Write one message into the Maildir at ``root``; return its path in ``new/``."""
     name = unique_name(size)
-    tmp = root / "tmp" / name
+    tmp = f"{root}/tmp/{name}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with open(tmp, "xb") as f:
+        try:
             for chunk in chunks:
-                f.write(chunk)
-            f.flush()
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
             if fsync:
-                os.fsync(f.fileno())
-        final = root / "new" / name
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = f"{root}/new/{name}"
         os.rename(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     return final
 
@@ -155,7 +161,7 @@ class Maildir(Plugin):
         if txn is None:
             return Verdict.CONT
         size = txn.message_size()
-        args = (self.root, txn.message_chunks(), size, self._fsync_each)
+        args = (str(self.root), txn.message_chunks(), size, self._fsync_each)
         if size < _INLINE_WRITE and txn.body.in_memory and not self._fsync_each:
             path = write_message(*args)  # a small write to the page cache: no thread needed
         else:
@@ -164,8 +170,9 @@ class Maildir(Plugin):
             try:
                 await self._commit.wait()
             except OSError as exc:
-                self.logerror(f"flushing {path.name} to disk failed: {exc}", connection)
-                path.unlink(missing_ok=True)  # the client will send it again
+                self.logerror(f"flushing {path} to disk failed: {exc}", connection)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # the client will send it again
                 return Verdict.DENYSOFT("Could not store the message safely, try again later")
-        self.loginfo("stored %s", connection, path.name)
+        self.loginfo("stored %s", connection, path)
         return Verdict.OK
