@@ -107,10 +107,7 @@ async def test_proxy_protocol_from_trusted_and_untrusted_peers() -> None:
         assert (await c.read_reply()).code == 220
         ehlo = await c.command("EHLO x")
         assert "[203.0.113.7]" in ehlo.lines[0]
-        await c.command("MAIL FROM:<a@b.c>")
-        await c.command("RCPT TO:<r@d.e>")
-        await c.command("DATA")
-        await c.command("hi\r\n.")
+        await c.send_message("a@b.c", ["r@d.e"], "hi")
 
         v2 = await srv.connect(read_greeting=False)
         await v2.send(proxy_v2("198.51.100.9", "192.0.2.1", 40000, 25))

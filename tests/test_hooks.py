@@ -96,10 +96,7 @@ async def test_raising_hanging_garbage_and_disconnecting_plugins() -> None:
         # Meanwhile and afterwards the server serves others normally.
         third = await srv.connect()
         await third.command("EHLO x")
-        await third.command("MAIL FROM:<a@b.c>")
-        await third.command("RCPT TO:<r@d.e>")
-        await third.command("DATA")
-        assert (await third.command("hi\r\n.")).code == 250
+        assert (await third.send_message("a@b.c", ["r@d.e"], "hi")).code == 250
     assert len(MemoryQueue.stored) == 1
 
 
@@ -225,10 +222,7 @@ async def test_no_queue_plugin_is_451_never_a_silent_loss() -> None:
     async with running_server([AcceptAll]) as srv:
         c = await srv.connect()
         await c.command("EHLO x")
-        await c.command("MAIL FROM:<a@b.c>")
-        await c.command("RCPT TO:<r@d.e>")
-        await c.command("DATA")
-        reply = await c.command("hi\r\n.")
+        reply = await c.send_message("a@b.c", ["r@d.e"], "hi")
         assert reply.code == 451 and "4.3.0" in reply.text
 
 
@@ -275,10 +269,7 @@ async def test_lookup_rdns_value_reaches_the_received_header() -> None:
         c = await srv.connect()
         reply = await c.command("EHLO helo.name")
         assert "client.example.net" in reply.lines[0]
-        await c.command("MAIL FROM:<a@b.c>")
-        await c.command("RCPT TO:<r@d.e>")
-        await c.command("DATA")
-        await c.command("hi\r\n.")
+        await c.send_message("a@b.c", ["r@d.e"], "hi")
     message = MemoryQueue.stored[0][2]
     assert message.startswith(b"Received: from helo.name (client.example.net [127.0.0.1])")
 
@@ -387,10 +378,7 @@ async def test_reset_and_disconnect_always_run_even_when_the_client_vanishes() -
     async with running_server([Observer, AcceptAll, MemoryQueue]) as srv:
         c = await srv.connect()
         await c.command("EHLO x")
-        await c.command("MAIL FROM:<a@b.c>")
-        await c.command("RCPT TO:<r@d.e>")
-        await c.command("DATA")
-        assert (await c.command("hi\r\n.")).code == 250
+        assert (await c.send_message("a@b.c", ["r@d.e"], "hi")).code == 250
         await c.command("MAIL FROM:<a@b.c>")
         await c.aclose()
         with trio.fail_after(5):

@@ -29,10 +29,7 @@ async def test_confirmed_name_reaches_ehlo_and_received() -> None:
             c = await srv.connect()
             ehlo = await c.command("EHLO helo.test")
             assert ehlo.lines[0] == "tsmtp.test Hello client.test [127.0.0.1]"
-            await c.command("MAIL FROM:<a@b.c>")
-            await c.command("RCPT TO:<r@d.e>")
-            await c.command("DATA")
-            await c.command("hi\r\n.")
+            await c.send_message("a@b.c", ["r@d.e"], "hi")
     assert MemoryQueue.stored[0][2].startswith(
         b"Received: from helo.test (client.test [127.0.0.1])"
     )

@@ -138,10 +138,7 @@ async def test_message_size_limit() -> None:
         reply = await c.command(b"x" * 900 + b"\r\n" + b"y" * 900 + b"\r\n.")
         assert reply.code == 552
         # the session is still in step: a new transaction works
-        await c.command("MAIL FROM:<a@b.c>")
-        await c.command("RCPT TO:<r@d.e>")
-        await c.command("DATA")
-        assert (await c.command("small\r\n.")).code == 250
+        assert (await c.send_message("a@b.c", ["r@d.e"], "small")).code == 250
     assert len(MemoryQueue.stored) == 1
 
 

@@ -84,10 +84,7 @@ async def test_starttls_resets_the_session_and_is_offered_once(
         assert "STARTTLS" not in ehlo.lines
         assert "AUTH PLAIN LOGIN" in ehlo.lines
         assert (await c.command("STARTTLS")).code == 503
-        await c.command("MAIL FROM:<a@b.c>")
-        await c.command("RCPT TO:<r@d.e>")
-        await c.command("DATA")
-        assert (await c.command("over tls\r\n.")).code == 250
+        assert (await c.send_message("a@b.c", ["r@d.e"], "over tls")).code == 250
     message = MemoryQueue.stored[0][2]
     assert b"with ESMTPS id" in message and b"(using TLSv1." in message
 

@@ -223,6 +223,29 @@ class SMTPClient:
         await self.send(data + b"\r\n")
         return await self.read_reply()
 
+    async def send_message(
+        self, sender: str, recipients: Sequence[str], message: bytes | str
+    ) -> ClientReply:
+        """MAIL, RCPT for each recipient, DATA and the dot-stuffed message, pipelined.
+
+        Returns the reply to the final dot, or the first refusal before it (MAIL or DATA
+        refused, or no recipient accepted).
+        """
+        body = message.encode() if isinstance(message, str) else message
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        stuffed = b"\r\n".join(
+            b"." + line if line.startswith(b".") else line for line in body.split(b"\r\n")
+        )
+        commands = [f"MAIL FROM:<{sender}>"] + [f"RCPT TO:<{r}>" for r in recipients]
+        await self.send("".join(f"{c}\r\n" for c in commands) + "DATA\r\n")
+        replies = [await self.read_reply() for _ in range(len(commands) + 1)]
+        data = replies[-1]
+        if replies[0].code >= 400 or data.code != 354:
+            return replies[0] if replies[0].code >= 400 else data
+        await self.send(stuffed + b".\r\n")
+        return await self.read_reply()
+
     async def starttls(self, context: ssl.SSLContext, server_hostname: str) -> ClientReply:
         """Send STARTTLS and, on 220, switch this client to TLS."""
         reply = await self.command("STARTTLS")
