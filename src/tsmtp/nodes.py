@@ -24,11 +24,16 @@ from .server import Server
 WORKER_FDS = "TSMTP_WORKER_FDS"
 
 
-def open_sockets(
-    listeners: Sequence[Listener], backlog: int = 1024
-) -> list[tuple[socket.socket, Listener]]:
-    """Bind and listen on every configured address, the way the single process would."""
-    opened: list[tuple[socket.socket, Listener]] = []
+Sockets = list[tuple[socket.socket, Listener]]
+
+
+def open_sockets(listeners: Sequence[Listener], copies: int, backlog: int = 1024) -> list[Sockets]:
+    """Bind every configured address ``copies`` times with SO_REUSEPORT: one set per node.
+
+    The kernel spreads new connections evenly over the copies. The master keeps them all open,
+    so connections waiting on a node that dies are served by its replacement, not reset.
+    """
+    sets: list[Sockets] = [[] for _ in range(copies)]
     try:
         for settings in listeners:
             host, port = settings.host_port
@@ -36,19 +41,23 @@ def open_sockets(
                 host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
             for family, kind, proto, _, address in infos:
-                sock = socket.socket(family, kind, proto)
-                opened.append((sock, settings))
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(address)
-                sock.listen(backlog)
-                sock.setblocking(False)
+                for copy in sets:
+                    sock = socket.socket(family, kind, proto)
+                    copy.append((sock, settings))
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(address)
+                    address = sock.getsockname()  # port 0: the others take the same port
+                    sock.listen(backlog)
+                    sock.setblocking(False)
     except BaseException:
-        for sock, _ in opened:
-            sock.close()
+        for copy in sets:
+            for sock, _ in copy:
+                sock.close()
         raise
-    return opened
+    return sets
 
 
 def inherited_sockets(config: ServerConfig) -> list[tuple[socket.socket, Listener]] | None:
@@ -70,7 +79,7 @@ class Master:
         self.server = server
         self.config = server.config
         self.argv = list(argv)
-        self.sockets = open_sockets(self.config.listen)
+        self.socket_sets = open_sockets(self.config.listen, self.config.node_count)
         self._stop = trio.Event()
         self._processes: dict[int, trio.Process] = {}
         self._restarting: set[int] = set()
@@ -78,11 +87,12 @@ class Master:
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s, _ in self.sockets]
+        names = [s.getsockname() for s, _ in self.socket_sets[0]]
+        return [(str(name[0]), int(name[1])) for name in names]
 
-    def _worker_env(self) -> dict[str, str]:
+    def _worker_env(self, sockets: Sockets) -> dict[str, str]:
         index = {id(settings): i for i, settings in enumerate(self.config.listen)}
-        spec = ",".join(f"{s.fileno()}:{index[id(settings)]}" for s, settings in self.sockets)
+        spec = ",".join(f"{s.fileno()}:{index[id(settings)]}" for s, settings in sockets)
         return {**os.environ, WORKER_FDS: spec}
 
     async def run(self) -> None:
@@ -101,17 +111,21 @@ class Master:
                         workers.start_soon(self._keep_running, slot)
                 nursery.cancel_scope.cancel()
         finally:
-            for sock, _ in self.sockets:
-                sock.close()
+            for copy in self.socket_sets:
+                for sock, _ in copy:
+                    sock.close()
         log(Level.NOTICE, "all nodes stopped", source="master")
 
     async def _keep_running(self, slot: int) -> None:
-        fds = [s.fileno() for s, _ in self.sockets]
+        sockets = self.socket_sets[slot]
+        fds = [s.fileno() for s, _ in sockets]
         failures = 0
         while not self._stop.is_set():
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "tsmtp", *self.argv], pass_fds=fds, env=self._worker_env()
+                [sys.executable, "-m", "tsmtp", *self.argv],
+                pass_fds=fds,
+                env=self._worker_env(sockets),
             )
             self._processes[slot] = process
             self._started.pop(slot, trio.Event()).set()
