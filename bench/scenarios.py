@@ -1,0 +1,243 @@
+"""The benchmark scenarios, run against one started server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import load
+from procs import Server
+
+
+@dataclass(frozen=True)
+class Throughput:
+    key: str
+    title: str
+    sessions: int
+    length: int
+    reuse: bool
+    probe: int  # messages in the untimed warm-up run that sizes the real ones
+    lo: int  # bounds on the messages per timed run
+    hi: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: int
+    target_seconds: float  # wanted length of one timed smtp-source run
+    throughput: tuple[Throughput, ...]
+    latency_count: int
+    latency_warmup: int
+    idle_counts: tuple[int, ...]
+    source_timeout: float
+    idle_timeout: float
+
+
+def full_plan() -> Plan:
+    return Plan(
+        runs=3,
+        target_seconds=3.0,
+        throughput=(
+            Throughput("s1", "1 KiB, 1 msg/conn, 20 sessions", 20, 1024, False, 400, 500, 25000),
+            Throughput("s2", "1 KiB, reused conns, 20 sessions", 20, 1024, True, 1000, 1000, 70000),
+            Throughput("s3", "1 MiB, 1 msg/conn, 10 sessions", 10, 1 << 20, False, 20, 50, 1500),
+        ),
+        latency_count=200,
+        latency_warmup=20,
+        idle_counts=(1000, 10000),
+        source_timeout=120.0,
+        idle_timeout=120.0,
+    )
+
+
+def quick_plan() -> Plan:
+    return Plan(
+        runs=1,
+        target_seconds=0.5,
+        throughput=(
+            Throughput("s1", "1 KiB, 1 msg/conn, 20 sessions", 20, 1024, False, 100, 200, 2000),
+            Throughput("s2", "1 KiB, reused conns, 20 sessions", 20, 1024, True, 200, 400, 4000),
+            Throughput("s3", "1 MiB, 1 msg/conn, 10 sessions", 10, 1 << 20, False, 10, 20, 100),
+        ),
+        latency_count=50,
+        latency_warmup=5,
+        idle_counts=(100, 1000),
+        source_timeout=60.0,
+        idle_timeout=60.0,
+    )
+
+
+# --- Maildir bookkeeping ---------------------------------------------------------
+
+
+def count_new(maildir: Path | None) -> int:
+    if maildir is None:
+        return 0
+    try:
+        return sum(1 for _ in os.scandir(maildir / "new"))
+    except FileNotFoundError:
+        return 0
+
+
+def clear_new(maildir: Path | None) -> None:
+    """Delete delivered files so that disk use stays bounded between runs."""
+    if maildir is None:
+        return
+    try:
+        entries = list(os.scandir(maildir / "new"))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+
+
+@dataclass
+class StoreCheck:
+    """Messages acknowledged vs files that appeared in maildir/new."""
+
+    acked: int = 0
+    stored: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    def record(self, label: str, acked: int, stored: int) -> None:
+        self.acked += acked
+        self.stored += stored
+        if acked != stored:
+            self.mismatches.append(f"{label}: acked {acked}, stored {stored}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"acked": self.acked, "stored": self.stored, "mismatches": self.mismatches}
+
+
+# --- runners -------------------------------------------------------------------------
+
+
+Log = Callable[[str], None]
+
+
+def _sized_count(spec: Throughput, probe: load.SourceRun, target: float) -> int:
+    if not probe.ok or probe.rate <= 0:
+        return spec.lo
+    wanted = int(probe.rate * target)
+    return max(spec.lo, min(spec.hi, wanted))
+
+
+def run_throughput(
+    server: Server, maildir: Path | None, spec: Throughput, plan: Plan, check: StoreCheck, log: Log
+) -> dict[str, Any]:
+    def one(count: int, label: str) -> load.SourceRun:
+        before = count_new(maildir)
+        res = load.smtp_source(
+            server.port,
+            sessions=spec.sessions,
+            messages=count,
+            length=spec.length,
+            reuse=spec.reuse,
+            timeout=plan.source_timeout,
+        )
+        if maildir is not None:
+            stored = count_new(maildir) - before
+            if res.ok:
+                check.record(f"{spec.key} {label}", count, stored)
+            clear_new(maildir)
+        time.sleep(0.3)
+        return res
+
+    probe = one(spec.probe, "warm-up")
+    if not probe.ok:
+        log(f"    {spec.key} warm-up failed: {probe.error}")
+        return {"ok": False, "error": probe.error}
+    count = _sized_count(spec, probe, plan.target_seconds)
+    rates: list[float] = []
+    errors: list[str] = []
+    cpu0 = server.cpu_seconds()
+    msgs = 0
+    for i in range(plan.runs):
+        res = one(count, f"run {i + 1}")
+        if res.ok:
+            rates.append(res.rate)
+            msgs += count
+            log(
+                f"    {spec.key} run {i + 1}: {count} msgs in {res.seconds:.2f}s = {res.rate:.0f}/s"
+            )
+        else:
+            errors.append(res.error)
+            log(f"    {spec.key} run {i + 1} FAILED: {res.error}")
+            if res.error.startswith("timeout") or not server.alive():
+                break  # keep the whole run bounded in time
+    cpu = server.cpu_seconds() - cpu0
+    out: dict[str, Any] = {
+        "ok": bool(rates) and not errors,
+        "count": count,
+        "rates": rates,
+        "rate": statistics.median(rates) if rates else None,
+        "errors": errors,
+        "cpu_per_1k": cpu / msgs * 1000 if msgs else None,
+    }
+    return out
+
+
+def run_latency(
+    server: Server, maildir: Path | None, plan: Plan, check: StoreCheck, log: Log
+) -> dict[str, Any]:
+    p50s: list[float] = []
+    p99s: list[float] = []
+    errors: list[str] = []
+    for i in range(plan.runs):
+        before = count_new(maildir)
+        res = load.latency(server.port, count=plan.latency_count, warmup=plan.latency_warmup)
+        if maildir is not None:
+            check.record(f"latency run {i + 1}", res.count, count_new(maildir) - before)
+            clear_new(maildir)
+        if res.ok:
+            p50s.append(res.p50_ms)
+            p99s.append(res.p99_ms)
+            log(f"    latency run {i + 1}: p50 {res.p50_ms:.3f} ms, p99 {res.p99_ms:.3f} ms")
+        else:
+            errors.append(res.error)
+            log(f"    latency run {i + 1} FAILED: {res.error}")
+    return {
+        "ok": bool(p50s) and not errors,
+        "p50_ms": statistics.median(p50s) if p50s else None,
+        "p99_ms": statistics.median(p99s) if p99s else None,
+        "errors": errors,
+    }
+
+
+def run_idle(server: Server, plan: Plan, log: Log) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in plan.idle_counts:
+        time.sleep(1.0)
+        base = server.rss_kib()
+        idle = load.open_idle(server.port, n, plan.idle_timeout)
+        try:
+            time.sleep(1.0)
+            loaded = server.rss_kib()
+        finally:
+            idle.close()
+        entry: dict[str, Any] = {
+            "wanted": n,
+            "opened": idle.opened,
+            "failed": idle.failed,
+            "rss_before_kib": base,
+            "rss_after_kib": loaded,
+        }
+        if idle.opened:
+            entry["kib_per_conn"] = (loaded - base) / idle.opened
+        if idle.error:
+            entry["error"] = idle.error
+        log(
+            f"    idle {n}: opened {idle.opened}, failed {idle.failed}, "
+            f"RSS {base} -> {loaded} KiB"
+            + (f" = {entry['kib_per_conn']:.2f} KiB/conn" if idle.opened else "")
+            + (f" ({idle.error})" if idle.error else "")
+        )
+        out[str(n)] = entry
+    return out
