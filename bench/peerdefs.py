@@ -62,6 +62,7 @@ def slug(peer: Peer) -> str:
 def fresh_dir(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
+        os.sync()  # the deletions reach the disk now, not during the next measurement
     path.mkdir(parents=True)
     return path
 

@@ -86,7 +86,12 @@ def count_new(maildir: Path | None) -> int:
 
 
 def clear_new(maildir: Path | None) -> None:
-    """Delete delivered files so that disk use stays bounded between runs."""
+    """Delete delivered files once a peer is done, and let the filesystem settle.
+
+    Not between the runs of one peer: on a filesystem mounted with ``discard`` the journal
+    commits after a mass delete are slow, which would charge the next run (and the next peer)
+    for the previous one's clean-up.
+    """
     if maildir is None:
         return
     try:
@@ -96,6 +101,8 @@ def clear_new(maildir: Path | None) -> None:
     for entry in entries:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
+    os.sync()
+    time.sleep(1.0)
 
 
 @dataclass
@@ -146,7 +153,6 @@ def run_throughput(
             stored = count_new(maildir) - before
             if res.ok:
                 check.record(f"{spec.key} {label}", count, stored)
-            clear_new(maildir)
         time.sleep(0.3)
         return res
 
@@ -195,7 +201,6 @@ def run_latency(
         res = load.latency(server.port, count=plan.latency_count, warmup=plan.latency_warmup)
         if maildir is not None:
             check.record(f"latency run {i + 1}", res.count, count_new(maildir) - before)
-            clear_new(maildir)
         if res.ok:
             p50s.append(res.p50_ms)
             p99s.append(res.p99_ms)
