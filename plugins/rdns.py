@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 
-from tsmtp import Connection, Outcome, Plugin, PluginConfig, Verdict, override
-from tsmtp.dns import DNSTemporaryError
+from tsmtp import (
+    Connection,
+    DNSTemporaryError,
+    Outcome,
+    Plugin,
+    PluginConfig,
+    Verdict,
+    override,
+)
 
 
 class RdnsConfig(PluginConfig, kw_only=True, frozen=True):

@@ -17,8 +17,18 @@ from typing import ClassVar
 
 import trio
 
-from tsmtp import Connection, Credentials, Outcome, Plugin, PluginConfig, Verdict, override
-from tsmtp.passwords import hash_password, read_users, verify_password
+from tsmtp import (
+    Connection,
+    Credentials,
+    Outcome,
+    Plugin,
+    PluginConfig,
+    Verdict,
+    hash_password,
+    override,
+    read_users,
+    verify_password,
+)
 
 
 class FlatFileConfig(PluginConfig, kw_only=True, frozen=True):

@@ -8,6 +8,7 @@ from typing_extensions import override
 
 from .config import ConfigError, ServerConfig
 from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
+from .dns import DNSTemporaryError, Resolver
 from .hooks import (
     AuthHook,
     BounceHook,
@@ -32,6 +33,7 @@ from .hooks import (
 from .log import Level
 from .notes import NoteKey, Notes
 from .outbound import Bounce, Deferral, Delivery, MailExchanger, OutboundMail
+from .passwords import hash_password, read_users, verify_password
 from .plugin import HOOK_NAMES, Plugin, PluginConfig
 from .plugins import PluginError
 from .protocol import Address, MailParams, RcptParams
@@ -74,6 +76,7 @@ __all__ = [
     "Connection",
     "ConnectionHook",
     "Credentials",
+    "DNSTemporaryError",
     "Deferral",
     "DeferredHook",
     "DeliveredHook",
@@ -100,6 +103,7 @@ __all__ = [
     "RcptOkHook",
     "RcptParams",
     "Recipient",
+    "Resolver",
     "Result",
     "SendEmailHook",
     "Server",
@@ -112,5 +116,8 @@ __all__ = [
     "Verdict",
     "VrfyHook",
     "__version__",
+    "hash_password",
     "override",
+    "read_users",
+    "verify_password",
 ]
