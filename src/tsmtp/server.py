@@ -20,6 +20,7 @@ from .log import Level, log
 from .plugin import Plugin
 from .plugins import HookRunner, load_plugins
 from .session import Runtime, Session
+from .sockets import Sockets, open_sockets
 from .stream import SocketStream
 from .tls import server_context
 
@@ -33,10 +34,12 @@ def _peer(address: object) -> Peer:
     return Peer(str(address), 0)
 
 
-def _close_all(listeners: list[tuple[trio.SocketListener, Listener]]) -> None:
+def _close_all(listeners: Sockets) -> None:
     # Synchronous on purpose: this runs in cancelled scopes, where each await would raise.
     for lst, _ in listeners:
-        lst.socket.close()
+        if lst.fileno() >= 0:
+            trio.lowlevel.notify_closing(lst)
+            lst.close()
 
 
 class Server:
@@ -112,19 +115,7 @@ class Server:
         await self.runner.run(
             "init_master" if sockets is None else "init_child", None, self.context
         )
-        listeners: list[tuple[trio.SocketListener, Listener]] = []
-        try:
-            if sockets is not None:
-                for sock, settings in sockets:
-                    lst = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                    listeners.append((lst, settings))
-            for settings in self.config.listen if sockets is None else ():
-                host, port = settings.host_port
-                opened = await trio.open_tcp_listeners(port, host=host or None)
-                listeners += [(lst, settings) for lst in opened]
-        except BaseException:
-            _close_all(listeners)
-            raise
+        listeners = list(sockets) if sockets is not None else open_sockets(self.config.listen)[0]
         try:
             await self._serve(listeners, task_status)
         finally:
@@ -133,10 +124,10 @@ class Server:
 
     async def _serve(
         self,
-        listeners: list[tuple[trio.SocketListener, Listener]],
+        listeners: Sockets,
         task_status: trio.TaskStatus[list[tuple[str, int]]],
     ) -> None:
-        names = [lst.socket.getsockname() for lst, _ in listeners]
+        names = [lst.getsockname() for lst, _ in listeners]
         self.addresses = [(str(name[0]), int(name[1])) for name in names]
         log(
             Level.NOTICE,
@@ -164,12 +155,15 @@ class Server:
             self._accepting.cancel()
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, settings: Listener, nursery: trio.Nursery
+        self, listening: socket.socket, settings: Listener, nursery: trio.Nursery
     ) -> None:
-        listening = listener.socket
+        tcp = listening.family in (socket.AF_INET, socket.AF_INET6)
         while True:
             try:
-                sock, _ = await listening.accept()
+                sock, _ = listening.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(listening)
+                continue
             except OSError as exc:
                 if exc.errno in _ACCEPT_ERRORS:
                     log(Level.ERROR, f"accept failed ({exc.strerror}); pausing", source="server")
@@ -177,10 +171,10 @@ class Server:
                 elif exc.errno not in _ACCEPT_IGNORED:
                     raise
                 continue
-            raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-            if raw.family in (socket.AF_INET, socket.AF_INET6):
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            nursery.start_soon(self._handle, SocketStream(raw), settings)
+            if tcp:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(self._handle, SocketStream(sock), settings)
+            await trio.lowlevel.checkpoint()  # a flood of connections must not starve sessions
 
     async def _handle(self, stream: SocketStream, settings: Listener) -> None:
         try:

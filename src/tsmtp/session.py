@@ -215,6 +215,14 @@ class Session:
             self.reply(R.TIMEOUT)
 
     async def _last_flush(self) -> None:
+        stream = self.stream
+        if isinstance(stream, SocketStream) and self._out:
+            data = b"".join(self._out)
+            sent = stream.send_nowait(data)
+            if sent == len(data):
+                self._out.clear()
+                return
+            self._out[:] = [data[sent:]]
         with trio.move_on_after(10):
             with contextlib.suppress(_Gone):
                 await self.flush()
@@ -245,12 +253,16 @@ class Session:
             conn.loginfo("client went away")
         finally:
             conn.closing = True
-            with trio.CancelScope(shield=True):
-                await self._end_transaction()
-                if self._admitted:
-                    self.runtime.limiter.release(conn.remote.ip)
-                if self._connected:
-                    await self.runner.run("disconnect", conn)
+            if self._admitted:
+                self.runtime.limiter.release(conn.remote.ip)
+            if conn.transaction is not None or (self._connected and self.runner.has("disconnect")):
+                with trio.CancelScope(shield=True):
+                    await self._end_transaction()
+                    if self._connected:
+                        await self.runner.run("disconnect", conn)
+            if isinstance(self.stream, SocketStream):
+                self.stream.close()
+            else:
                 await trio.aclose_forcefully(self.stream)
             if self._info:
                 conn.loginfo(

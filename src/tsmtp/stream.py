@@ -73,9 +73,20 @@ class SocketStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise trio.BrokenResourceError(str(exc)) from exc
 
-    @override
-    async def aclose(self) -> None:
+    def send_nowait(self, data: bytes) -> int:
+        """Send what the socket takes right now, without waiting; 0 if it takes nothing."""
+        try:
+            return self.socket.send(data)
+        except OSError:  # full (EAGAIN) or broken: the caller falls back to send_all
+            return 0
+
+    def close(self) -> None:
+        """Close at once (synchronous, so it also works in a cancelled scope)."""
         if self.socket.fileno() >= 0:
             trio.lowlevel.notify_closing(self.socket)
             self.socket.close()
+
+    @override
+    async def aclose(self) -> None:
+        self.close()
         await trio.lowlevel.checkpoint()
