@@ -561,7 +561,7 @@ class Session:
             param for keyword, param in _MAIL_PARAMS_BY_KEYWORD.items() if keyword in keywords
         ) | (_DSN_MAIL_PARAMS if "DSN" in keywords else frozenset())
         self._rcpt_params = RCPT_PARAMETERS if "DSN" in keywords else frozenset()
-        self.reply(Reply((250), (greeting, *capabilities)))
+        self.reply(Reply(250, (greeting, *capabilities)))
 
     async def _mail(self, argument: str) -> None:
         conn = self.conn
