@@ -116,6 +116,7 @@ class Session:
         "_mail_params",
         "_out",
         "_rcpt_params",
+        "_stopped_idle",
         "_stopping",
         "_trace",
         "_wait_seconds",
@@ -149,6 +150,7 @@ class Session:
         self._stopping = False
         self._io_scope = trio.CancelScope()
         self._idle_wait = False
+        self._stopped_idle = False
         self._wait_seconds = 0.0
         self._greeting_refused = False
         self._admitted = False
@@ -198,17 +200,23 @@ class Session:
         finally:
             scope.deadline = math.inf
             self._idle_wait = False
+        if self._stopped_idle:
+            # stop() cancelled this wait just as a command arrived: the cancellation would hit
+            # whatever runs next, so end here, between transactions, as stop() meant to.
+            self.reply(R.SHUTTING_DOWN)
+            raise _Close
         return bytes(data)
 
     def stop(self) -> None:
         """Ask the session to end: at once if it is between transactions, else after this one."""
         self._stopping = True
         if self._idle_wait:
+            self._stopped_idle = True
             self._io_scope.cancel()
 
     def _wait_ended(self) -> None:
         """The I/O scope fired: a client too slow, or a shutdown while idle."""
-        if self._stopping and self.conn.transaction is None:
+        if self._stopped_idle:
             self.reply(R.SHUTTING_DOWN)
         else:
             self.conn.lognotice(f"client timed out after {self._wait_seconds:g}s")
