@@ -141,7 +141,9 @@ async def test_slow_loris_is_cut_off_by_the_line_deadline() -> None:
                 pass
             reply = await c.read_reply()
         assert reply.code == 421
-        assert 0.4 < trio.current_time() - start < 1.5
+        assert (
+            0.4 < trio.current_time() - start < 1.6
+        )  # cut at 0.5 s, long before the 1.8 s the line takes
 
 
 async def test_slow_data_is_cut_off_by_the_total_data_deadline() -> None:
