@@ -61,10 +61,6 @@ class Spool:
                 break
         return bytes(out)
 
-    def getvalue(self) -> bytes:
-        """The whole content in one bytes object (avoid for large messages)."""
-        return b"".join(self.chunks())
-
     def close(self) -> None:
         self._chunks.clear()
         if self._file is not None:

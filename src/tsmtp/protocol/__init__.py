@@ -23,7 +23,7 @@ from .data import BareEndings, DataReader
 from .errors import ProtocolError
 from .lines import LINE_TOO_LONG, LineBuffer
 from .proxy import ProxyHeaderReader, ProxyInfo
-from .replies import Reply, is_enhanced_code
+from .replies import Reply
 
 __all__ = [
     "LINE_TOO_LONG",
@@ -42,7 +42,6 @@ __all__ = [
     "Rcpt",
     "RcptParams",
     "Reply",
-    "is_enhanced_code",
     "parse_hello",
     "parse_mail",
     "parse_mailbox",

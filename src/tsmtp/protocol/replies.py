@@ -6,13 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
 _ENHANCED_PREFIX = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
-
-
-def is_enhanced_code(text: str) -> bool:
-    """True if ``text`` is an enhanced status code such as ``5.1.1``."""
-    return _ENHANCED.match(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
