@@ -1,0 +1,92 @@
+"""BDAT (RFC 3030)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from .. import replies as R
+from ..protocol import (
+    ProtocolError,
+    Reply,
+)
+from .base import ChunkingState, ClientGone, SessionBase
+
+
+class Chunking(SessionBase):
+    """BDAT (RFC 3030)."""
+
+    __slots__ = ()
+
+    async def _bdat(self, argument: str) -> None:
+        conn = self.conn
+        parts = argument.split(" ")
+        if (
+            not 1 <= len(parts) <= 2
+            or not parts[0].isdigit()
+            or len(parts[0]) > 18
+            or (len(parts) == 2 and parts[1].upper() != "LAST")
+        ):
+            raise ProtocolError(501, "5.5.4", "Syntax: BDAT size [LAST]")
+        size, last = int(parts[0]), len(parts) == 2
+        txn = conn.transaction
+        refusal: Reply | None = None
+        if txn is None:
+            refusal = R.MAIL_FIRST
+        elif not txn.recipients:
+            refusal = R.NO_RECIPIENTS
+        elif self._chunking is None:
+            self._chunking = ChunkingState()
+            decision = await self.runner.run("data", conn)
+            if self._refuses(decision):
+                if decision.verdict.disconnects:
+                    self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+                self._chunking.refusal = self._refusal(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+        chunking = self._chunking
+        if refusal is not None or txn is None or chunking is None:
+            await self._read_chunk(size, None)  # the chunk still arrives: consume it
+            self.error(refusal or R.MAIL_FIRST)
+            return
+        limit = self.config.limits.max_message_size
+        sink = (
+            txn.body.write if chunking.refusal is None and chunking.size + size <= limit else None
+        )
+        await self._read_chunk(size, sink)
+        chunking.size += size
+        if chunking.refusal is None and chunking.size > limit:
+            decision = await self.runner.run("max_data_exceeded", conn)
+            chunking.refusal = (
+                self._refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
+                if self._refuses(decision)
+                else R.TOO_BIG
+            )
+        if not last:
+            if chunking.refusal is not None:
+                self.reply(chunking.refusal)
+            else:
+                self.reply(Reply.of(250, f"{size} octets received", "2.0.0"))
+            return
+        if chunking.refusal is not None:
+            self.reply(chunking.refusal)
+        else:
+            self.reply(await self._queue_message(txn))
+        await self._end_transaction()
+
+    async def _read_chunk(self, size: int, sink: Callable[[bytes], None] | None) -> None:
+        """Read exactly ``size`` octets following a BDAT command into ``sink`` (or nowhere)."""
+        data = self.lines.take()
+        limits = self.config.limits
+        deadline = trio.current_time() + limits.data_total_timeout
+        remaining = size
+        while True:
+            piece, data = data[:remaining], data[remaining:]
+            if sink is not None and piece:
+                sink(piece)
+            remaining -= len(piece)
+            if not remaining:
+                break
+            data = await self.receive(min(limits.data_timeout, deadline - trio.current_time()))
+            if not data:
+                raise ClientGone
+        self.lines.feed(data)

@@ -1,0 +1,171 @@
+"""MAIL, RCPT and DATA."""
+
+from __future__ import annotations
+
+import trio
+
+from .. import replies as R
+from ..protocol import (
+    DataReader,
+    ProtocolError,
+    Reply,
+    parse_mail,
+    parse_rcpt,
+)
+from ..transaction import Recipient, Transaction
+from ..verdict import Verdict
+from .base import ClientGone, SessionBase
+
+
+class Envelope(SessionBase):
+    """MAIL, RCPT and DATA."""
+
+    __slots__ = ()
+
+    async def _mail(self, argument: str) -> None:
+        conn = self.conn
+        if conn.hello is None:
+            self.error(R.HELO_FIRST)
+            return
+        if conn.transaction is not None:
+            self.error(R.NESTED_MAIL)
+            return
+        if self.listener.tls == "required" and conn.tls is None:
+            self.error(R.STARTTLS_FIRST)
+            return
+        if self.listener.require_auth and conn.authenticated_user is None:
+            self.error(R.AUTH_FIRST)
+            return
+        mail = parse_mail(argument, self._mail_params)
+        params = mail.params
+        if params.extra:
+            raise ProtocolError(555, "5.5.4", f"Unsupported parameter {next(iter(params.extra))}")
+        if not mail.sender.is_ascii and not params.smtputf8:
+            self.reply(R.NEEDS_SMTPUTF8)
+            return
+        if params.size is not None and params.size > self.config.limits.max_message_size:
+            self.reply(R.TOO_BIG)
+            return
+        conn.transaction_count += 1
+        data = self.config.data
+        conn.transaction = Transaction(
+            f"{conn.uuid}.{conn.transaction_count}",
+            mail.sender,
+            params,
+            spool_threshold=data.spool_threshold,
+            spool_dir=data.spool_dir,
+        )
+        decision = await self.runner.run("mail", conn, mail.sender, params)
+        path = mail.sender.bracketed()
+        if self._refuses(decision):
+            await self._end_transaction()
+            self._refuse(
+                decision,
+                Reply.of(550, f"sender {path} denied", "5.7.1"),
+                Reply.of(450, R.MAIL_DENYSOFT_TEXT.format(path), "4.7.1"),
+            )
+            return
+        self.reply(self._accept(decision, Reply.of(250, f"sender {path} OK", "2.1.0")))
+
+    async def _rcpt(self, argument: str) -> None:
+        conn = self.conn
+        txn = conn.transaction
+        if txn is None:
+            self.error(R.MAIL_FIRST)
+            return
+        rcpt = parse_rcpt(argument, self._rcpt_params)
+        if rcpt.params.extra:
+            raise ProtocolError(
+                555, "5.5.4", f"Unsupported parameter {next(iter(rcpt.params.extra))}"
+            )
+        recipient = rcpt.recipient
+        if not recipient.is_ascii and not txn.mail_params.smtputf8:
+            self.reply(R.NEEDS_SMTPUTF8)
+            return
+        if len(txn.recipients) >= self.config.limits.max_recipients:
+            self.reply(R.TOO_MANY_RECIPIENTS)
+            return
+        path = recipient.bracketed()
+        hard = Reply.of(550, f"recipient {path} denied", "5.7.1")
+        soft = Reply.of(450, R.RCPT_DENYSOFT_TEXT.format(path), "4.7.1")
+        decision = await self.runner.run("rcpt", conn, recipient, rcpt.params)
+        if self._refuses(decision):
+            self._refuse(decision, hard, soft)
+            return
+        if decision.verdict is not Verdict.OK and not conn.relaying:
+            conn.logalert(f"no plugin accepted {path} and relaying is not allowed")
+            self.reply(Reply.of(550, f"{path}: I cannot deliver for that user", "5.7.1"))
+            return
+        check = await self.runner.run("rcpt_ok", conn, recipient)
+        if self._refuses(check):
+            self._refuse(check, hard, soft)
+            return
+        txn.recipients.append(Recipient(recipient, rcpt.params))
+        self.reply(self._accept(decision, Reply.of(250, f"recipient {path} OK", "2.1.5")))
+
+    async def _data(self, argument: str) -> None:
+        conn = self.conn
+        self._require_no_argument("DATA", argument)
+        txn = conn.transaction
+        if txn is None:
+            self.error(R.MAIL_FIRST)
+            return
+        if not txn.recipients:
+            self.error(R.NO_RECIPIENTS)
+            return
+        if self._chunking is not None:
+            self.error(R.DATA_AFTER_BDAT)
+            return
+        decision = await self.runner.run("data", conn)
+        if self._refuses(decision):
+            await self._end_transaction()
+            self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+            return
+        self.reply(R.START_DATA)
+        # On any exceptional exit the transaction is ended by run(), shielded from cancellation.
+        reader = await self._receive_body(txn)
+        self.reply(await self._finish_message(txn, reader))
+        await self._end_transaction()
+
+    async def _receive_body(self, txn: Transaction) -> DataReader:
+        settings = self.config.data
+        reader = DataReader(
+            self.config.limits.max_message_size,
+            max_line=settings.max_line_length,
+            bare_endings=settings.bare_line_endings,
+        )
+        body = txn.body
+        data = self.lines.take()
+        limits = self.config.limits
+        deadline = trio.current_time() + limits.data_total_timeout
+        while True:
+            if data:
+                chunk = reader.feed(data)
+                if chunk:
+                    body.write(chunk)
+                if reader.done:
+                    break
+            data = await self.receive(min(limits.data_timeout, deadline - trio.current_time()))
+            if not data:
+                self.conn.lognotice(
+                    f"client closed the connection during DATA ({reader.size} octets)"
+                )
+                raise ClientGone
+        self.lines.feed(reader.leftover)
+        return reader
+
+    async def _finish_message(self, txn: Transaction, reader: DataReader) -> Reply:
+        conn = self.conn
+        if reader.too_big:
+            conn.lognotice(f"message too big: {reader.size} octets")
+            decision = await self.runner.run("max_data_exceeded", conn)
+            if self._refuses(decision):
+                return self._final_refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
+            return R.TOO_BIG
+        if reader.bare_endings and self.config.data.bare_line_endings == "reject":
+            conn.lognotice("message refused: bare CR or LF in data")
+            return R.BARE_ENDINGS
+        if reader.long_line:
+            conn.lognotice("message refused: line longer than the limit")
+            return R.LONG_LINE
+        return await self._queue_message(txn)
