@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -139,8 +140,6 @@ class ProxySettings(_Base, frozen=True):
     timeout: Seconds = 10.0
 
     def __post_init__(self) -> None:
-        import ipaddress
-
         for network in self.trusted:
             try:
                 ipaddress.ip_network(network, strict=False)
