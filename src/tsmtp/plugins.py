@@ -13,9 +13,8 @@ import inspect
 import math
 import re
 import sys
-import types
 import typing
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -268,32 +267,28 @@ class Decision:
 
 
 CONTINUE = Decision(Result(Verdict.CONT))
+
+
+def _reraise_cancellation(
+    exc: BaseException, plugin: Plugin, handler: Handler, connection: Connection | None
+) -> None:
+    """Raise the Trio cancellation inside ``exc``, if any, logging what else came with it."""
+    if isinstance(exc, trio.Cancelled):
+        raise exc
+    if isinstance(exc, BaseExceptionGroup):
+        cancelled, rest = exc.split(trio.Cancelled)
+        if cancelled is not None:
+            if rest is not None:
+                plugin.logcrit(
+                    f"hook {handler.hook} ({handler.label}) raised {rest!r} while cancelled",
+                    connection,
+                )
+            raise cancelled
 #: Verdicts that only some hooks may return.
 _ONLY_FROM = {
     Verdict.HOOK: frozenset({"unrecognized_command"}),
     Verdict.DELAY: frozenset({"send_email"}),
 }
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, object], trap: Any) -> Generator[Any, Any, object]:
-    """Go on running ``coro``, which has already yielded ``trap`` to the event loop."""
-    while True:
-        try:
-            value = yield trap
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                trap = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                trap = coro.send(value)
-            except StopIteration as done:
-                return done.value
 
 
 class HookRunner:
@@ -355,24 +350,17 @@ class HookRunner:
         self, handler: Handler, connection: Connection | None, args: tuple[object, ...]
     ) -> Decision:
         plugin = handler.plugin
-        outcome: object = None
-        timed_out = False
         try:
-            coro = handler.fn(*args)
-            # Most hooks finish without waiting for anything: run the first step directly and
-            # set up the timeout only for a hook that actually suspends.
-            try:
-                trap = coro.send(None)
-            except StopIteration as done:
-                outcome = done.value
-            else:
-                with trio.CancelScope(deadline=trio.current_time() + handler.timeout) as scope:
-                    outcome = await _resume(coro, trap)
-                timed_out = scope.cancelled_caught
-        except Exception as exc:
+            with trio.CancelScope(deadline=trio.current_time() + handler.timeout) as scope:
+                outcome = await handler.fn(*args)
+        except BaseException as exc:
+            # Whatever a plugin raises is its own failure, SystemExit and KeyboardInterrupt
+            # included; only a cancellation that is not ours (client gone, server stopping)
+            # goes on up to the scope that asked for it.
+            _reraise_cancellation(exc, plugin, handler, connection)
             plugin.logcrit(f"hook {handler.hook} ({handler.label}) raised {exc!r}", connection)
             return Decision(Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True)
-        if timed_out:
+        if scope.cancelled_caught:
             plugin.logcrit(
                 f"hook {handler.hook} ({handler.label}) timed out after {handler.timeout:g}s",
                 connection,
