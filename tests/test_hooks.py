@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
 import trio
 
 from tsmtp import (
@@ -398,3 +399,22 @@ async def test_call_hook_without_a_socket() -> None:
     crashing = make_plugin(Raises)
     failed = await call_hook(crashing, "mail", conn, Address("boom", "x.y"), MailParams())
     assert failed.verdict is Verdict.DENYSOFT
+    by_method = await call_hook(plugin.hook_rcpt, conn, Address("blocked", "d.e"), RcptParams())
+    assert by_method == result
+
+
+async def test_call_hook_refuses_an_unknown_hook_name() -> None:
+    plugin = make_plugin(DenyBlocked)
+    with pytest.raises(ValueError, match=r"'data-post' is not a hook .*did you mean 'data_post'"):
+        await call_hook(plugin, "data-post", make_connection())
+
+
+async def test_call_hook_refuses_arguments_that_do_not_fit_the_hook() -> None:
+    plugin = make_plugin(DenyBlocked)
+    conn = make_connection()
+    with pytest.raises(TypeError, match=r"wrong arguments for rcpt\(self, connection: Connection"):
+        await call_hook(plugin, "rcpt", conn, Address("a", "d.e"))
+    with pytest.raises(TypeError, match="recipient must be Address, not str"):
+        await call_hook(plugin, "rcpt", conn, "a@d.e", RcptParams())
+    with pytest.raises(TypeError, match="connection must be Connection, not NoneType"):
+        await call_hook(plugin, "rcpt", None, Address("a", "d.e"), RcptParams())

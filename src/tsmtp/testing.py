@@ -6,29 +6,33 @@ without a socket.
         assert (await client.command("EHLO me")).code == 250
 
     plugin = make_plugin(MyPlugin, config=MyPlugin.Config(...))
-    result = await call_hook(plugin, "rcpt", make_connection(), address, RcptParams())
+    result = await call_hook(plugin.hook_rcpt, make_connection(), address, RcptParams())
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import ParamSpec, TypeVar, overload
 
 import msgspec
 import trio
 
 from .config import Listener, ServerConfig
 from .connection import Connection, Peer, ServerContext
-from .plugin import Plugin, PluginConfig
+from .hooks import SERVER_HOOKS
+from .plugin import HOOK_NAMES, Plugin, PluginConfig
 from .plugins import HookRunner, instantiate
 from .protocol import Address, MailParams
 from .server import Server
 from .transaction import Transaction
-from .verdict import Result
+from .verdict import Outcome, Result
 
 __all__ = [
     "ClientReply",
@@ -53,6 +57,7 @@ test_config.__test__ = False  # type: ignore[attr-defined]
 
 
 P = TypeVar("P", bound=Plugin)
+HookParams = ParamSpec("HookParams")
 
 
 def make_plugin(
@@ -108,16 +113,75 @@ def make_transaction(
     return txn
 
 
-async def call_hook(plugin: Plugin, hook: str, *args: object) -> Result:
-    """Run one hook of one plugin as the server would (timeout, errors become DENYSOFT).
+@overload
+async def call_hook(
+    hook: Callable[HookParams, Awaitable[Outcome]],
+    /,
+    *args: HookParams.args,
+    **kw: HookParams.kwargs,
+) -> Result: ...
+@overload
+async def call_hook(plugin: Plugin, hook: str, /, *args: object) -> Result: ...
+async def call_hook(target: object, /, *args: object, **kw: object) -> Result:
+    """Run one hook of one plugin as the server would (deadline; a failure becomes DENYSOFT).
 
-    For connection hooks the first argument is the Connection; server and outbound hooks take
-    their own first argument.
+    Give the bound hook method, and mypy checks the arguments against the hook's parameters::
+
+        result = await call_hook(plugin.hook_rcpt, connection, recipient, RcptParams())
+
+    or the plugin and a hook name, which also runs handlers added with ``register_hook``
+    (``call_hook(plugin, "rcpt", connection, recipient, RcptParams())``). Either way the
+    plugin's whole chain for that hook runs, and an unknown hook name or arguments that do not
+    fit the hook raise at once (``ValueError``, ``TypeError``) instead of returning a verdict.
     """
+    if kw:
+        raise TypeError("call_hook: hook arguments are positional")
+    if isinstance(target, Plugin):
+        if not args or not isinstance(args[0], str):
+            raise TypeError("call_hook(plugin, hook, *args): the hook name must be a str")
+        plugin, hook, args = target, args[0], args[1:]
+    else:
+        owner = getattr(target, "__self__", None)
+        name = str(getattr(target, "__name__", ""))
+        if not isinstance(owner, Plugin) or not name.startswith("hook_"):
+            raise TypeError(
+                f"call_hook: {target!r} is neither a plugin's hook_* method nor a plugin"
+            )
+        plugin, hook = owner, name.removeprefix("hook_")
+    _check_hook_call(plugin, hook, args)
     runner = HookRunner([plugin], plugin.server.config.plugins.timeout)
-    connection = args[0] if args and isinstance(args[0], Connection) else None
-    rest = args[1:] if connection is not None else args
-    return (await runner.run(hook, connection, *rest)).result
+    if hook in SERVER_HOOKS:
+        return (await runner.run(hook, None, *args)).result
+    connection = args[0]
+    assert isinstance(connection, Connection)
+    return (await runner.run(hook, connection, *args[1:])).result
+
+
+def _check_hook_call(plugin: Plugin, hook: str, args: tuple[object, ...]) -> None:
+    """Raise if ``hook`` is not a hook of ``plugin`` or ``args`` do not fit its parameters."""
+    if hook not in HOOK_NAMES:
+        custom = {name for name, _ in plugin.__dict__.get("_registered_hooks", [])}
+        if hook not in custom:
+            close = difflib.get_close_matches(hook, sorted(HOOK_NAMES | custom), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"call_hook: {hook!r} is not a hook of plugin {plugin.name!r}{hint}")
+        spec: Callable[..., object] = Plugin.hook_unrecognized_command
+    else:
+        spec = getattr(Plugin, f"hook_{hook}")
+    signature = inspect.signature(spec)
+    expected = f"{hook}{str(signature).replace(chr(39), '')}"
+    try:
+        bound = signature.bind(plugin, *args)
+    except TypeError as exc:
+        raise TypeError(f"call_hook: wrong arguments for {expected}: {exc}") from None
+    hints = typing.get_type_hints(spec)
+    for name, value in list(bound.arguments.items())[1:]:
+        wanted = typing.get_origin(hints.get(name)) or hints.get(name)
+        if isinstance(wanted, type) and not isinstance(value, wanted):
+            raise TypeError(
+                f"call_hook: {name} must be {wanted.__name__}, not {type(value).__name__} "
+                f"(the hook is {expected})"
+            )
 
 
 @dataclass(frozen=True)

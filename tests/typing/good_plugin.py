@@ -166,7 +166,11 @@ async def hooks_can_be_called() -> None:
     plugin = GoodPlugin()
     recipient = Address("a", "b.example")
     assert_type(await plugin.hook_rcpt(make_connection(), recipient, RcptParams()), Outcome)
-    assert_type(await call_hook(plugin, "rcpt", make_connection(), recipient), Result)
+    connection = make_connection()
+    assert_type(await call_hook(plugin, "rcpt", connection, recipient, RcptParams()), Result)
+    assert_type(await call_hook(plugin.hook_rcpt, connection, recipient, RcptParams()), Result)
+    await call_hook(plugin.hook_rcpt, connection, recipient)  # type: ignore[call-overload]
+    await call_hook(plugin.hook_rcpt, connection, "a@b.example", RcptParams())  # type: ignore[call-overload]
     awaitable: Awaitable[Outcome] = plugin.hook_noop(make_connection())
     assert_type(await awaitable, Outcome)
 
