@@ -7,12 +7,13 @@ import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import trio
 import trustme
 
-from tsmtp import Connection, Credentials, Outcome, Plugin, Verdict, override
+from tsmtp import Address, Connection, Credentials, MailParams, Outcome, Plugin, Verdict, override
 from tsmtp.config import AuthSettings, ConfigError, Limits, Listener, SNICertificate, TLSSettings
 from tsmtp.server import Server
 from tsmtp.testing import running_server, test_config
@@ -241,3 +242,100 @@ async def test_swaks_starttls_auth_plain_and_implicit_tls(certs: TLSSettings) ->
             assert done.returncode == 0, out
             assert "235 2.7.0 Authentication successful" in out
             assert "250 2.0.0 Message queued as" in out
+
+
+class RelayFromConnect(Plugin):
+    """Lets clients relay from the connect hook, as relay_acl does for listed networks."""
+
+    @override
+    async def hook_connect(self, connection: Connection) -> Outcome:
+        connection.relaying = True
+        return None
+
+
+class SeenIdentity(Plugin):
+    """Records the AUTH identity each MAIL command sees."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    @override
+    async def hook_mail(
+        self, connection: Connection, sender: Address, params: MailParams
+    ) -> Outcome:
+        self.seen.append(connection.authenticated_user)
+        return None
+
+
+async def _auth_then_starttls(
+    plugins: list[type[Plugin]], certs: TLSSettings, client_context: ssl.SSLContext
+) -> tuple[int, int, int]:
+    """AUTH in plain text, STARTTLS, then MAIL and a remote RCPT: the three reply codes."""
+    config = test_config(tls=certs, listen=[Listener(address="127.0.0.1:0", auth="always")])
+    async with running_server(plugins, config=config) as srv:
+        c = await srv.connect()
+        await c.command("EHLO x")
+        assert (await c.command("AUTH PLAIN " + b64("\0alice\0secret"))).code == 235
+        assert (await c.starttls(client_context, "mx.test")).code == 220
+        assert (await c.command("EHLO x")).code == 250
+        mail = (await c.command("MAIL FROM:<a@b.c>")).code
+        rcpt = (await c.command("RCPT TO:<someone@remote.test>")).code
+        await c.command("RSET")
+        again = (await c.command("AUTH PLAIN " + b64("\0alice\0secret"))).code
+        return mail, rcpt, again
+
+
+async def test_plain_text_auth_is_forgotten_after_starttls(
+    certs: TLSSettings, client_context: ssl.SSLContext
+) -> None:
+    SeenIdentity.seen = []
+    mail, rcpt, again = await _auth_then_starttls(
+        [Users, SeenIdentity, MemoryQueue], certs, client_context
+    )
+    assert (mail, rcpt) == (250, 550)  # no identity, so no relaying
+    assert SeenIdentity.seen == [None]
+    assert again == 235  # authenticating again, now over TLS, works
+
+
+async def test_relaying_granted_by_the_connection_survives_starttls(
+    certs: TLSSettings, client_context: ssl.SSLContext
+) -> None:
+    SeenIdentity.seen = []
+    mail, rcpt, _ = await _auth_then_starttls(
+        [RelayFromConnect, Users, SeenIdentity, MemoryQueue], certs, client_context
+    )
+    assert (mail, rcpt) == (250, 250)
+    assert SeenIdentity.seen == [None]
+
+
+class Proxies(Plugin):
+    """alice/secret; ``admin`` may act as anyone, and says so with the identity as the value."""
+
+    @override
+    async def hook_auth(self, connection: Connection, credentials: Credentials) -> Outcome:
+        if (credentials.username, credentials.password) == ("alice", "secret"):
+            return Verdict.OK
+        if (credentials.username, credentials.password) == ("admin", "root"):
+            return Verdict.OK(value=credentials.authzid or None)
+        return Verdict.DENY
+
+
+@pytest.mark.parametrize(
+    ("response", "code", "identity"),
+    [
+        ("alice\0alice\0secret", 235, "alice"),
+        ("bob\0alice\0secret", 535, None),  # the hook checked the password, not the authzid
+        ("bob\0admin\0root", 235, "bob"),  # the hook allowed that identity explicitly
+        ("\0admin\0root", 235, "admin"),
+    ],
+)
+async def test_an_authzid_needs_the_auth_hooks_consent(
+    response: str, code: int, identity: str | None
+) -> None:
+    SeenIdentity.seen = []
+    config = test_config(listen=[Listener(address="127.0.0.1:0", auth="always")])
+    async with running_server([Proxies, SeenIdentity], config=config) as srv:
+        c = await srv.connect()
+        await c.command("EHLO x")
+        assert (await c.command("AUTH PLAIN " + b64(response))).code == code
+        await c.command("MAIL FROM:<a@b.c>")
+    assert SeenIdentity.seen == [identity]

@@ -90,6 +90,7 @@ class SessionBase:
         "_mail_params",
         "_out",
         "_rcpt_params",
+        "_relaying_before_auth",
         "_stopped_idle",
         "_stopping",
         "_trace",
@@ -132,6 +133,7 @@ class SessionBase:
         self._info = logger.isEnabledFor(Level.INFO)
         self._connected = False
         self._auth_failures = 0
+        self._relaying_before_auth = False
         self._chunking: ChunkingState | None = None
         self._mail_params = MAIL_PARAMETERS
         self._rcpt_params = RCPT_PARAMETERS

@@ -6,6 +6,7 @@ import trio
 
 from .. import replies as R
 from ..hooks import Credentials
+from ..plugins import Decision
 from ..protocol import (
     LINE_TOO_LONG,
     ProtocolError,
@@ -37,9 +38,15 @@ class TLSAndAuth(SessionBase):
             conn.lognotice(f"discarded {len(injected)} octets sent before the TLS handshake")
         if not await self._handshake():
             raise CloseSession
-        # RFC 3207 section 4.2: forget everything learned before TLS.
+        # RFC 3207 section 4.2: forget everything learned from the client before TLS. What a
+        # plain-text AUTH gave (the identity, and relaying granted for it) goes too; what comes
+        # from the connection itself (the address, relay_acl's decision) stays.
         await self._end_transaction()
         conn.hello = None
+        if conn.authenticated_user is not None:
+            conn.loginfo(f"forgetting AUTH identity {conn.authenticated_user!r} after STARTTLS")
+            conn.authenticated_user = None
+            conn.relaying = self._relaying_before_auth
 
     async def _read_response(self, challenge: str) -> bytes:
         """Send a 334 challenge and read the client's base64 line."""
@@ -94,7 +101,21 @@ class TLSAndAuth(SessionBase):
             password = decode_text(await self._read_response("UGFzc3dvcmQ6"))
         credentials = Credentials(mechanism, username, password, authzid)
         decision = await self.runner.run("auth", conn, credentials)
+        # Acting as someone else needs the auth hook's explicit consent: OK with that identity
+        # as its value. A hook that only checked the password gives none.
+        if (
+            decision.verdict is Verdict.OK
+            and authzid
+            and authzid != username
+            and decision.result.value != authzid
+        ):
+            conn.lognotice(
+                f"AUTH {mechanism}: {username!r} may not act as {authzid!r} "
+                "(no auth hook allowed that identity)"
+            )
+            decision = Decision(Verdict.DENY("Not authorized to act as that identity"))
         if decision.verdict is Verdict.OK:
+            self._relaying_before_auth = conn.relaying
             conn.authenticated_user = authzid or username
             if self.config.auth.relay:
                 conn.relaying = True
