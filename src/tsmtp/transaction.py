@@ -5,7 +5,8 @@ from __future__ import annotations
 import email.policy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import Message
+from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 
 from typing_extensions import override
@@ -15,8 +16,32 @@ from .notes import Notes
 from .protocol import Address, MailParams, RcptParams
 from .spool import Spool
 
-_HEADER_PARSER = BytesHeaderParser(policy=email.policy.compat32)
 _HEADER_SCAN = 1 << 16
+
+
+class _ForgivingHeaderRegistry(HeaderRegistry):
+    """The standard header classes, except that a field its class cannot parse reads as text.
+
+    The structured parsers of :mod:`email` raise (IndexError, TypeError, AttributeError...) on
+    some malformed fields, such as ``From: <``; mail from the network is not to be trusted, and
+    reading a header must never be what makes a message fail.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._as_text = HeaderRegistry(use_default_map=False)
+
+    @override
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        try:
+            return super().__call__(name, value)
+        except Exception:  # whatever the failure, the field is still readable as text
+            return self._as_text(name, value)
+
+
+_HEADER_PARSER = BytesHeaderParser(
+    policy=email.policy.default.clone(header_factory=_ForgivingHeaderRegistry())
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +97,14 @@ class Transaction(LogMethods):
     def added_headers(self) -> bytes:
         return b"".join(self._added_headers)
 
-    def header(self) -> Message:
-        """The message's header section, parsed (added headers included)."""
+    def header(self) -> EmailMessage[str, str]:
+        """The message's header section, parsed (added headers included; the first 64 KiB).
+
+        Values are ``str``: unfolded, RFC 2047 encoded words decoded, raw UTF-8 (SMTPUTF8,
+        8BITMIME) read as UTF-8, bytes that are not UTF-8 read as U+FFFD. They are instances of
+        the :mod:`email.headerregistry` classes, so ``isinstance(value, AddressHeader)`` gives
+        ``value.addresses``; a field that cannot be parsed as its kind reads as plain text.
+        """
         head = self.added_headers + self.body.head(_HEADER_SCAN)
         end = head.find(b"\r\n\r\n")
         return _HEADER_PARSER.parsebytes(head if end < 0 else head[: end + 2])
