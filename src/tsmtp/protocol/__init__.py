@@ -13,6 +13,7 @@ from .commands import (
     MailParams,
     Rcpt,
     RcptParams,
+    parse_bdat,
     parse_hello,
     parse_mail,
     parse_parameters,
@@ -22,6 +23,7 @@ from .commands import (
 from .data import BareEndings, DataReader
 from .errors import ProtocolError
 from .lines import LINE_TOO_LONG, LineBuffer
+from .numbers import parse_number
 from .proxy import ProxyHeaderReader, ProxyInfo
 from .replies import Reply
 
@@ -42,9 +44,11 @@ __all__ = [
     "Rcpt",
     "RcptParams",
     "Reply",
+    "parse_bdat",
     "parse_hello",
     "parse_mail",
     "parse_mailbox",
+    "parse_number",
     "parse_parameters",
     "parse_path",
     "parse_rcpt",

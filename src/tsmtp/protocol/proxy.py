@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, overload
 
 from .errors import ProtocolError
+from .numbers import parse_number
 
 #: The longest v1 header, CRLF included, as the specification sets it.
 V1_MAX_LINE: Final = 107
@@ -273,15 +274,15 @@ def _v1_ip(field: bytes, index: int, six: bool) -> str:
 
 
 def _v1_port(field: bytes, index: int) -> int:
-    what = _FIELD_NAMES[index]
-    if (
-        len(field) > 5
-        or not field.isdigit()
-        or (len(field) > 1 and field[0] == 0x30)
-        or int(field) > 0xFFFF
-    ):
-        raise _fail(f"PROXY v1 {what} {field[:16]!r} is not a port number")
-    return int(field)
+    return parse_number(
+        field,
+        max_digits=5,
+        maximum=0xFFFF,
+        leading_zeros=False,
+        code=421,
+        enhanced="4.7.0",
+        text=f"PROXY v1 {_FIELD_NAMES[index]} {field[:16]!r} is not a port number",
+    )
 
 
 def _v1_partial(field: bytes, index: int, six: bool) -> None:

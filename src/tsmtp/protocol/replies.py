@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-_ENHANCED_PREFIX = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
+_ENHANCED_PREFIX = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3} ")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ import trio
 
 from .. import replies as R
 from ..protocol import (
-    ProtocolError,
     Reply,
+    parse_bdat,
 )
 from .base import ChunkingState, ClientGone, SessionBase
 
@@ -21,15 +21,7 @@ class Chunking(SessionBase):
 
     async def _bdat(self, argument: str) -> None:
         conn = self.conn
-        parts = argument.split(" ")
-        if (
-            not 1 <= len(parts) <= 2
-            or not parts[0].isdigit()
-            or len(parts[0]) > 18
-            or (len(parts) == 2 and parts[1].upper() != "LAST")
-        ):
-            raise ProtocolError(501, "5.5.4", "Syntax: BDAT size [LAST]")
-        size, last = int(parts[0]), len(parts) == 2
+        size, last = parse_bdat(argument)
         txn = conn.transaction
         refusal: Reply | None = None
         if txn is None:
