@@ -167,7 +167,7 @@ async def test_slow_data_is_cut_off_by_the_total_data_deadline() -> None:
 
 
 async def test_per_address_connection_limit() -> None:
-    config = test_config(limits=Limits(max_connections_per_ip=2))
+    config = test_config(limits=Limits(max_connections_per_ip=2, exempt_networks=[]))
     async with running_server(PLUGINS, config=config) as srv:
         a = await srv.connect()
         b = await srv.connect()
@@ -180,7 +180,7 @@ async def test_per_address_connection_limit() -> None:
 
 
 async def test_connection_rate_limit() -> None:
-    config = test_config(limits=Limits(max_connection_rate_per_ip=3))
+    config = test_config(limits=Limits(max_connection_rate_per_ip=3, exempt_networks=[]))
     async with running_server(PLUGINS, config=config) as srv:
         codes = []
         for _ in range(4):

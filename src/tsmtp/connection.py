@@ -90,7 +90,6 @@ class Connection(LogMethods):
     __slots__ = (
         "authenticated_user",
         "closing",
-        "errors",
         "hello",
         "local",
         "notes",
@@ -117,7 +116,6 @@ class Connection(LogMethods):
         self.authenticated_user: str | None = None
         self.transaction: Transaction | None = None
         self.transaction_count = 0
-        self.errors = 0
         #: Set once the client is gone or a plugin asked to disconnect; only the hooks that must
         #: always run (``disconnect``, ``reset_transaction``) run after this.
         self.closing = False

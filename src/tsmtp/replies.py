@@ -48,6 +48,9 @@ MAIL_FIRST = Reply.of(503, "Need MAIL command first", "5.5.1")
 NO_RECIPIENTS = Reply.of(554, "No valid recipients", "5.5.1")
 TOO_MANY_RECIPIENTS = Reply.of(452, "Too many recipients", "4.5.3")
 TOO_MANY_ERRORS = Reply.of(421, "Too many errors, closing connection", "4.7.0")
+TOO_MANY_REFUSED_RECIPIENTS = Reply.of(
+    421, "Too many refused recipients, closing connection", "4.7.0"
+)
 LINE_TOO_LONG = Reply.of(500, "Line too long", "5.5.2")
 TIMEOUT = Reply.of(421, "Timeout exceeded, closing connection", "4.4.2")
 TOO_MANY_CONNECTIONS = Reply.of(421, "Too many connections, try again later", "4.3.2")

@@ -74,8 +74,8 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             conn.loginfo("client went away")
         finally:
             conn.closing = True
-            if self._admitted:
-                self.runtime.limiter.release(conn.remote.ip)
+            if self._admitted_as is not None:
+                self.runtime.limiter.release(self._admitted_as)
             if conn.transaction is not None or (self._connected and self.runner.has("disconnect")):
                 with trio.CancelScope(shield=True):
                     await self._end_transaction()
@@ -172,6 +172,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
                     await handler(self, command.argument)
             except ProtocolError as exc:
                 self.error(Reply.of(exc.code, exc.text, exc.enhanced))
+            self._check_error_limits()
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -275,7 +276,6 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
                 "5.5.1",
             )
             self._refuse(decision, hard, R.UNRECOGNIZED_SOFT)
-            self.conn.errors += 1
             return
         conn.logdebug(f"unrecognized command {verb!r}")
         self.error(R.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else R.UNRECOGNIZED)

@@ -79,10 +79,11 @@ class SessionBase:
     """State, I/O and the shared helpers of a session; the commands live in mixins."""
 
     __slots__ = (
-        "_admitted",
+        "_admitted_as",
         "_auth_failures",
         "_chunking",
         "_connected",
+        "_errors",
         "_greeting_refused",
         "_idle_wait",
         "_info",
@@ -90,6 +91,7 @@ class SessionBase:
         "_mail_params",
         "_out",
         "_rcpt_params",
+        "_refused_recipients",
         "_relaying_before_auth",
         "_stopped_idle",
         "_stopping",
@@ -128,7 +130,9 @@ class SessionBase:
         self._stopped_idle = False
         self._wait_seconds = 0.0
         self._greeting_refused = False
-        self._admitted = False
+        self._admitted_as: str | None = None
+        self._errors = 0
+        self._refused_recipients = 0
         self._trace = logger.isEnabledFor(Level.PROTOCOL)
         self._info = logger.isEnabledFor(Level.INFO)
         self._connected = False
@@ -141,7 +145,10 @@ class SessionBase:
     # --- I/O ----------------------------------------------------------------------------------
 
     def reply(self, reply: Reply) -> None:
+        """Queue ``reply``; every 4xx or 5xx counts toward ``max_errors``."""
         self._out.append(reply.wire)
+        if reply.code >= 400:
+            self._errors += 1
 
     async def flush(self) -> None:
         if not self._out:
@@ -237,12 +244,21 @@ class SessionBase:
         return True
 
     def error(self, reply: Reply) -> None:
-        """Answer a client error and count it; too many errors end the connection."""
+        """Answer a client error (counted by :meth:`reply`)."""
         self.reply(reply)
-        self.conn.errors += 1
-        if self.conn.errors >= self.config.limits.max_errors:
-            self.conn.lognotice(f"too many errors ({self.conn.errors}) from {self.conn.remote}")
+
+    def _check_error_limits(self) -> None:
+        """After each command: too many refusals end the connection (Postfix's error limit)."""
+        limits = self.config.limits
+        if self._errors >= limits.max_errors:
+            self.conn.lognotice(f"too many errors ({self._errors}) from {self.conn.remote}")
             self.reply(R.TOO_MANY_ERRORS)
+            raise CloseSession
+        if self._refused_recipients >= limits.max_refused_recipients:
+            self.conn.lognotice(
+                f"too many refused recipients ({self._refused_recipients}) from {self.conn.remote}"
+            )
+            self.reply(R.TOO_MANY_REFUSED_RECIPIENTS)
             raise CloseSession
 
     # --- verdicts to replies -------------------------------------------------------------------

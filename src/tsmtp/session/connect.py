@@ -26,13 +26,17 @@ class ConnectPhase(SessionBase):
         conn = self.conn
         if self.listener.proxy_protocol and not await self._read_proxy_header():
             return False
-        refusal = self.runtime.limiter.admit(conn.remote.ip)
-        if refusal is not None:
-            conn.lognotice(f"refused {conn.remote}: {refusal.text}")
-            self.reply(refusal)
-            await self.flush()
-            return False
-        self._admitted = True
+        limiter = self.runtime.limiter
+        # The key is kept here, not read back from conn.remote, which a plugin may rewrite.
+        key = limiter.key_for(conn.remote.ip)
+        if key is not None:
+            refusal = limiter.admit(key)
+            if refusal is not None:
+                conn.lognotice(f"refused {conn.remote}: {refusal.text}")
+                self.reply(refusal)
+                await self.flush()
+                return False
+            self._admitted_as = key
         if self.listener.tls == "implicit":
             return await self._handshake()
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 
 from .. import replies as R
+from ..plugins import Decision
 from ..protocol import (
     DataReader,
     ProtocolError,
@@ -86,22 +87,45 @@ class Envelope(SessionBase):
             self.reply(R.TOO_MANY_RECIPIENTS)
             return
         path = recipient.bracketed()
+        if not recipient.domain:
+            # RFC 5321 4.5.1: <Postmaster> MUST be accepted, whatever the plugins would say.
+            postmaster = self.config.postmaster_address
+            conn.loginfo(f"recipient {path} accepted for {postmaster.bracketed()}")
+            txn.recipients.append(Recipient(postmaster, rcpt.params))
+            self.reply(Reply.of(250, f"recipient {path} OK", "2.1.5"))
+            return
         hard = Reply.of(550, f"recipient {path} denied", "5.7.1")
         soft = Reply.of(450, R.RCPT_DENYSOFT_TEXT.format(path), "4.7.1")
         decision = await self.runner.run("rcpt", conn, recipient, rcpt.params)
         if self._refuses(decision):
-            self._refuse(decision, hard, soft)
+            self._refuse_recipient(path, decision.plugin, decision, hard, soft)
             return
         if decision.verdict is not Verdict.OK and not conn.relaying:
-            conn.logalert(f"no plugin accepted {path} and relaying is not allowed")
-            self.reply(Reply.of(550, f"{path}: I cannot deliver for that user", "5.7.1"))
+            self._refused_recipients += 1
+            refusal = Reply.of(550, f"{path}: I cannot deliver for that user", "5.7.1")
+            self._log_refused_recipient(path, "no plugin accepted it, no relaying", refusal)
+            self.reply(refusal)
             return
         check = await self.runner.run("rcpt_ok", conn, recipient)
         if self._refuses(check):
-            self._refuse(check, hard, soft)
+            self._refuse_recipient(path, check.plugin, check, hard, soft)
             return
         txn.recipients.append(Recipient(recipient, rcpt.params))
         self.reply(self._accept(decision, Reply.of(250, f"recipient {path} OK", "2.1.5")))
+
+    def _refuse_recipient(
+        self, path: str, plugin: str | None, decision: Decision, hard: Reply, soft: Reply
+    ) -> None:
+        self._refused_recipients += 1
+        if decision.verdict is not Verdict.DISCONNECT:
+            self._log_refused_recipient(path, f"by {plugin}", self._refusal(decision, hard, soft))
+        self._refuse(decision, hard, soft)
+
+    def _log_refused_recipient(self, path: str, why: str, reply: Reply) -> None:
+        if self._info:
+            self.conn.loginfo(
+                f"refused recipient {path} from {self.conn.remote} {why}: {reply.code} {reply.text}"
+            )
 
     async def _data(self, argument: str) -> None:
         conn = self.conn
