@@ -107,3 +107,20 @@ async def test_a_plugin_reads_every_kind_of_subject_through_the_session() -> Non
             assert reply.code == 250, (kind, reply)
     assert LowerSubject.seen == [SUBJECTS[kind][1] for kind in sorted(SUBJECTS)]
     assert len(MemoryQueue.stored) == len(SUBJECTS)
+
+
+@pytest.mark.parametrize("value", ["a\nX-Injected: 1", "a\r\nX-Injected: 1", "a\rb", "a\0b"])
+def test_add_header_refuses_a_value_that_would_start_another_field(value: str) -> None:
+    txn = make_transaction(make_connection())
+    with pytest.raises(ValueError, match="not a \\(folded\\) field body"):
+        txn.add_header("X-Test", value)
+    assert txn.added_headers == b""
+
+
+def test_add_header_keeps_folded_values_and_checks_the_name() -> None:
+    txn = make_transaction(make_connection())
+    txn.add_header("X-Test", "one\n\ttwo\r\n three")
+    assert txn.added_headers == b"X-Test: one\r\n\ttwo\r\n three\r\n"
+    for name in ("", "X Test", "X:Test", "X-T\u00e9st"):
+        with pytest.raises(ValueError, match="bad header name"):
+            txn.add_header(name, "v")

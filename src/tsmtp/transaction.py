@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.headerregistry import BaseHeader, HeaderRegistry
@@ -42,6 +43,10 @@ class _ForgivingHeaderRegistry(HeaderRegistry):
 _HEADER_PARSER = BytesHeaderParser(
     policy=email.policy.default.clone(header_factory=_ForgivingHeaderRegistry())
 )
+
+
+#: RFC 5322 3.6.8: printable ASCII except the colon.
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +92,19 @@ class Transaction(LogMethods):
         return self.body.size
 
     def add_header(self, name: str, value: str) -> None:
-        """Add a header field at the top of the message (newest first, like ``Received:``)."""
-        if not name or any(c in name for c in ": \r\n"):
+        """Add a header field at the top of the message (newest first, like ``Received:``).
+
+        ``value`` may be folded (a line break followed by a space or a tab); a line break that
+        would start a new field, a bare CR and NUL raise ValueError.
+        """
+        if not _FIELD_NAME.fullmatch(name):
             raise ValueError(f"bad header name {name!r}")
-        folded = value.replace("\r\n", "\n").replace("\n", "\r\n")
+        lines = value.replace("\r\n", "\n").split("\n")
+        if any(not line.startswith((" ", "\t")) for line in lines[1:]) or any(
+            c in value.replace("\r\n", "") for c in "\r\0"
+        ):
+            raise ValueError(f"header {name}: value {value!r} is not a (folded) field body")
+        folded = "\r\n".join(lines)
         self._added_headers.insert(0, f"{name}: {folded}\r\n".encode())
 
     @property
