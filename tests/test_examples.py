@@ -1,45 +1,72 @@
 """The bundled submission example works as the README says: swaks over STARTTLS + AUTH and
-over implicit TLS, with a certificate and a user made the documented way."""
+over implicit TLS, with a certificate and a user made the documented way; moved to other ports
+with ``--listen``, its listeners keep what they require."""
 
 from __future__ import annotations
 
 import shutil
+import ssl
 from pathlib import Path
 
-import msgspec
 import pytest
 import trio
 import trustme
 
-from tsmtp import Server, ServerContext
-from tsmtp.config import load_server_config
+from tsmtp import Server
 from tsmtp.passwords import set_password
-from tsmtp.plugins import load_plugins
+from tsmtp.testing import SMTPClient
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "submission"
 
 needs_swaks = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 
+#: The example's three listeners on free ports, as ``tsmtp run --listen`` would give them.
+LISTEN = [
+    "127.0.0.1:0,tls=required,require_auth",
+    "127.0.0.1:0,tls=implicit,require_auth",
+    "127.0.0.1:0,tls=offered,require_auth=no",
+]
 
-@needs_swaks
-async def test_submission_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+def example_site(tmp_path: Path, ca: trustme.CA) -> Path:
+    """The example copied under ``tmp_path``, with a certificate and the user alice."""
     config_dir = tmp_path / "submission"
     shutil.copytree(EXAMPLE, config_dir)
-    ca = trustme.CA()
     cert = ca.issue_cert("localhost")
     cert.cert_chain_pems[0].write_to_path(str(config_dir / "tls" / "cert.pem"))
     cert.private_key_pem.write_to_path(str(config_dir / "tls" / "key.pem"))
     set_password(config_dir / "auth_users", "alice", "s3cret")
-    monkeypatch.chdir(tmp_path)
+    return config_dir
 
-    config = load_server_config(config_dir)
-    # Same listeners, free ports.
-    listen = [msgspec.structs.replace(lst, address="127.0.0.1:0") for lst in config.listen]
-    config = msgspec.structs.replace(config, listen=listen)
-    context = ServerContext(config)
-    server = Server(
-        config, load_plugins(config_dir, context), context=context, config_dir=config_dir
-    )
+
+async def test_a_moved_submission_port_still_requires_tls_and_auth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    config_dir = example_site(tmp_path, ca)
+    monkeypatch.chdir(tmp_path)
+    server = Server.from_config_dir(config_dir, listen=[LISTEN[0]])
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    async with trio.open_nursery() as nursery:
+        [(host, port)] = await nursery.start(server.serve)
+        client = await SMTPClient.connect(host, port)
+        assert (await client.command("EHLO client.example")).code == 250
+        plain = await client.command("MAIL FROM:<alice@example.org>")
+        assert (plain.code, plain.lines[0][:5]) == (530, "5.7.0")
+        assert (await client.starttls(client_tls, "localhost")).code == 220
+        assert (await client.command("EHLO client.example")).code == 250
+        unauthenticated = await client.command("MAIL FROM:<alice@example.org>")
+        assert unauthenticated.code == 530 and "Authentication required" in unauthenticated.text
+        await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@needs_swaks
+async def test_submission_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_dir = example_site(tmp_path, trustme.CA())
+    monkeypatch.chdir(tmp_path)
+    server = Server.from_config_dir(config_dir, listen=LISTEN)
 
     async with trio.open_nursery() as nursery:
         (_, submission), (_, smtps), (_, mx) = await nursery.start(server.serve)

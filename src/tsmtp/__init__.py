@@ -1,12 +1,26 @@
 """tsmtp: an SMTP server on Trio in which typed plugins decide what happens to every message.
 
 Write a plugin by subclassing :class:`Plugin` and overriding ``hook_<name>`` methods, each
-marked ``@override``; embed the server with :class:`Server`. See ``docs/writing-plugins.md``.
+marked ``@override``; embed the server with :class:`Server`, configured in code with
+:class:`ServerConfig`, :class:`Listener` and :class:`PluginSpec`. See ``docs/writing-plugins.md``
+and the README's "Embedding" section.
 """
 
 from typing_extensions import override
 
-from .config import ConfigError, ServerConfig
+from .config import (
+    AuthSettings,
+    ConfigError,
+    DataSettings,
+    DNSSettings,
+    Limits,
+    Listener,
+    PluginSettings,
+    ProxySettings,
+    ServerConfig,
+    SNICertificate,
+    TLSSettings,
+)
 from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
 from .dns import DNSTemporaryError, Resolver
 from .hooks import (
@@ -37,7 +51,7 @@ from .passwords import hash_password, read_users, verify_password
 from .plugin import HOOK_NAMES, Plugin, PluginConfig
 from .plugins import PluginError
 from .protocol import Address, MailParams, RcptParams
-from .server import Server
+from .server import PluginSpec, Server
 from .transaction import Recipient, Transaction
 from .verdict import (
     CONT,
@@ -69,6 +83,7 @@ __all__ = [
     "OK",
     "Address",
     "AuthHook",
+    "AuthSettings",
     "Bounce",
     "BounceHook",
     "CapabilitiesHook",
@@ -76,7 +91,9 @@ __all__ = [
     "Connection",
     "ConnectionHook",
     "Credentials",
+    "DNSSettings",
     "DNSTemporaryError",
+    "DataSettings",
     "Deferral",
     "DeferredHook",
     "DeliveredHook",
@@ -87,6 +104,8 @@ __all__ = [
     "Hello",
     "HelloHook",
     "Level",
+    "Limits",
+    "Listener",
     "MailExchanger",
     "MailHook",
     "MailParams",
@@ -98,6 +117,9 @@ __all__ = [
     "Plugin",
     "PluginConfig",
     "PluginError",
+    "PluginSettings",
+    "PluginSpec",
+    "ProxySettings",
     "QueueOkHook",
     "RcptHook",
     "RcptOkHook",
@@ -105,12 +127,14 @@ __all__ = [
     "Recipient",
     "Resolver",
     "Result",
+    "SNICertificate",
     "SendEmailHook",
     "Server",
     "ServerConfig",
     "ServerContext",
     "ServerHook",
     "TLSInfo",
+    "TLSSettings",
     "Transaction",
     "UnrecognizedCommandHook",
     "Verdict",

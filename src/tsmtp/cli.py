@@ -31,10 +31,19 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         default=[],
-        metavar="HOST:PORT",
-        help="listen here instead of the addresses in smtp.toml (repeatable)",
+        metavar="HOST:PORT[,SETTING...]",
+        help=(
+            "listen here instead of the addresses in smtp.toml (repeatable); the listener keeps "
+            "the settings of smtp.toml's listeners, and the settings on which they differ must "
+            "follow, such as 127.0.0.1:2587,tls=required,require_auth "
+            "(tls=, auth=, require_auth, proxy_protocol)"
+        ),
     )
-    run.add_argument("--log-level", help="override log_level from smtp.toml")
+    run.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help=f"override log_level from smtp.toml ({', '.join(tlog.Level.__members__)})",
+    )
     check = commands.add_parser("check", help="load config and plugins, report problems, exit")
     check.add_argument("--config", type=Path, default=Path("config"), help="config directory")
     commands.add_parser(
@@ -47,10 +56,29 @@ def _load(config_dir: Path, listen: Sequence[str] = ()) -> Server:
     return Server.from_config_dir(config_dir, listen=listen)
 
 
-async def _watch_signals(server: Server, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(
+    server: Server,
+    scope: trio.CancelScope,
+    node: bool,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                # Until the configuration can be read again in place, a reload must at least
+                # not cost the connections that are open.
+                why = (
+                    "send it to the master to restart the nodes"
+                    if node
+                    else "reload is not supported yet with nodes = 1"
+                )
+                tlog.log(
+                    tlog.Level.NOTICE, f"SIGHUP ignored: {why}; nothing changed", source="server"
+                )
+                continue
             if server.stopping:
                 tlog.log(tlog.Level.NOTICE, f"{name} again: stopping now", source="server")
                 scope.cancel()
@@ -61,7 +89,8 @@ async def _watch_signals(server: Server, scope: trio.CancelScope) -> None:
 
 async def _run(server: Server, sockets: list[tuple[socket.socket, Listener]] | None) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, server, nursery.cancel_scope)
+        # Watch before listening, so that no signal finds the default handlers in place.
+        await nursery.start(_watch_signals, server, nursery.cancel_scope, sockets is not None)
         await server.serve(sockets=sockets)
         nursery.cancel_scope.cancel()
 
@@ -82,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["passwd"]:
         return passwd_main(argv[1:])
     args = _parser().parse_args(argv)
+    level = getattr(args, "log_level", None)
+    if level is not None and level.upper() not in tlog.Level.__members__:
+        levels = ", ".join(tlog.Level.__members__)
+        print(
+            f"tsmtp: --log-level: {level!r} is not a log level; use one of {levels}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         server = _load(args.config, getattr(args, "listen", ()))
     except ConfigError as exc:
@@ -91,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(p.name for p in server.plugins) or "(none)"
         print(f"{args.config}: configuration OK; plugins: {names}")
         return 0
-    tlog.configure(args.log_level or server.config.log_level)
+    tlog.configure(level or server.config.log_level)
     sockets = inherited_sockets(server.config)
     try:
         if sockets is None and server.config.node_count > 1:

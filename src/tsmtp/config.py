@@ -87,7 +87,8 @@ def _parse_setting(text: str, key: str, value: str | None) -> object:
             return False
     elif value in typing.get_args(_LISTENER_TYPES[key]):
         return value
-    raise ValueError(f"{text!r}: {key} must be {_setting_values(key)}, got {value!r}")
+    got = "" if value is None else f", got {value!r}"
+    raise ValueError(f"{text!r}: {key} must be {key}={_setting_values(key)}{got}")
 
 
 def listener_override(text: str, configured: Sequence[Listener], source: str) -> Listener:

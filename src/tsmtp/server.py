@@ -6,19 +6,35 @@ import contextlib
 import errno
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import trio
 
 from . import replies as R
-from .config import ConfigError, Listener, ServerConfig, load_server_config
+from .config import (
+    ConfigError,
+    Listener,
+    ServerConfig,
+    convert_settings,
+    listener_override,
+    load_server_config,
+)
 from .connection import Peer, ServerContext
 from .limits import ConnectionLimiter
 from .log import Level, log
-from .plugin import Plugin
-from .plugins import HookRunner, load_plugins
+from .plugin import Plugin, PluginConfig
+from .plugins import (
+    HookRunner,
+    PluginError,
+    config_type_of,
+    find_plugin_class,
+    instantiate,
+    load_plugins,
+    plugin_search_path,
+)
 from .session import Runtime, Session
 from .sockets import Sockets, open_sockets
 from .stream import SocketStream
@@ -34,6 +50,89 @@ def _peer(address: object) -> Peer:
     return Peer(str(address), 0)
 
 
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """A plugin for :class:`Server`, configured in code.
+
+    ``plugin`` is the Plugin subclass, or the name the server finds it by (bundled plugins such
+    as ``"queue.maildir"``, the config's ``plugins.search_path``, ``tsmtp.plugins`` entry
+    points). ``name`` is what it logs under (default: the name it was found by, or the class
+    name in lower case). ``config`` is an instance of the plugin's config class or a mapping
+    checked into it; None reads ``<name>.toml`` from the server's ``config_dir``, or takes the
+    defaults without one.
+    """
+
+    plugin: type[Plugin] | str
+    name: str | None = None
+    config: PluginConfig | Mapping[str, object] | None = None
+
+
+def _build_plugins(
+    items: Sequence[Plugin | type[Plugin] | PluginSpec],
+    context: ServerContext,
+    config_dir: Path | None,
+) -> list[Plugin]:
+    built: list[Plugin] = []
+    for item in items:
+        if isinstance(item, Plugin):
+            if not hasattr(item, "config"):
+                raise PluginError(
+                    f"plugin {type(item).__name__} was created but not configured: give its "
+                    "class, or PluginSpec(class, config=...), and the server creates it"
+                )
+            item.server = context
+            built.append(item)
+            continue
+        spec = item if isinstance(item, PluginSpec) else PluginSpec(item)
+        if isinstance(spec.plugin, str):
+            search = plugin_search_path(
+                config_dir or Path.cwd(), context.config.plugins.search_path
+            )
+            cls = find_plugin_class(spec.plugin, search)
+            name = spec.name or spec.plugin
+        else:
+            cls = spec.plugin
+            name = spec.name or cls.__name__.lower()
+        expected = config_type_of(cls)
+        config = spec.config
+        if isinstance(config, Mapping):
+            config = convert_settings(config, expected, f"plugin {name!r}: config")
+        elif config is None and config_dir is None:
+            config = convert_settings({}, expected, f"plugin {name!r}: config")
+        elif config is not None and not isinstance(config, expected):
+            raise PluginError(
+                f"plugin {name!r}: config is a {type(config).__name__}, "
+                f"expected a {expected.__name__}"
+            )
+        built.append(
+            instantiate(
+                cls, name, config_dir=config_dir or Path.cwd(), server=context, config=config
+            )
+        )
+    names = [plugin.name for plugin in built]
+    for name in names:
+        if names.count(name) > 1:
+            raise PluginError(f"plugin {name!r} is given twice; give each a name of its own")
+    return built
+
+
+def _describe(address: tuple[str, int], settings: Listener, tls_ready: bool) -> str:
+    host, port = address
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    tls: str = settings.tls
+    if tls == "offered" and not tls_ready:
+        tls += " (no [tls] certificate: plain text only)"
+    auth: str = settings.auth
+    if auth == "tls" and (settings.tls == "none" or not tls_ready):
+        auth += " (so never: no TLS here)"
+    yes_no = {True: "yes", False: "no"}
+    return (
+        f"listening on {where} (tls={tls}, auth={auth}, "
+        f"require_auth={yes_no[settings.require_auth]}, "
+        f"proxy_protocol={yes_no[settings.proxy_protocol]})"
+    )
+
+
 def _close_all(listeners: Sockets) -> None:
     # Synchronous on purpose: this runs in cancelled scopes, where each await would raise.
     for lst, _ in listeners:
@@ -45,6 +144,12 @@ def _close_all(listeners: Sockets) -> None:
 class Server:
     """An SMTP server: its config, its plugins and, while :meth:`serve` runs, its listeners.
 
+    ``plugins`` run in the order given: Plugin subclasses (created with their default config,
+    named after the class in lower case), :class:`PluginSpec` entries (a class or a name, with
+    a name and a config), or plugins already made with :func:`tsmtp.testing.make_plugin`. Every
+    plugin's ``server`` is this server's :attr:`context`. ``config_dir`` is where relative
+    paths (TLS certificates, plugin files) are found; without it, the working directory.
+
     Embed it with ``addresses = await nursery.start(server.serve)``; port 0 picks a free port and
     ``addresses`` tells which. :meth:`shutdown` stops accepting, lets open transactions finish
     within ``shutdown_grace`` seconds, then closes what is left.
@@ -53,14 +158,17 @@ class Server:
     def __init__(
         self,
         config: ServerConfig,
-        plugins: Sequence[Plugin],
+        plugins: Sequence[Plugin | type[Plugin] | PluginSpec] = (),
         *,
         context: ServerContext | None = None,
         config_dir: Path | None = None,
     ) -> None:
+        if context is not None and context.config is not config:
+            raise ValueError("context must be the ServerContext of this config")
         self.config = config
+        #: What every plugin sees as ``self.server``: shared notes, the config, the resolver.
         self.context = context or ServerContext(config)
-        self.plugins = list(plugins)
+        self.plugins = _build_plugins(plugins, self.context, config_dir)
         self.runner = HookRunner(self.plugins, config.plugins.timeout)
         ssl_context = server_context(config.tls, config_dir or Path.cwd())
         for i, listener in enumerate(config.listen):
@@ -85,10 +193,20 @@ class Server:
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, listen: Sequence[str] = ()) -> Server:
-        """Load ``smtp.toml`` and plugins from ``config_dir``; ``listen`` replaces the listeners."""
+        """Load ``smtp.toml`` and plugins from ``config_dir``.
+
+        ``listen`` (``tsmtp run --listen``) replaces the listeners: each is ``HOST:PORT``
+        followed by the settings that differ between the configured listeners, if any (see
+        :func:`tsmtp.config.listener_override`).
+        """
         config = load_server_config(config_dir)
         if listen:
-            config = msgspec.structs.replace(config, listen=[Listener(address=a) for a in listen])
+            source = str(config_dir / "smtp.toml")
+            try:
+                listeners = [listener_override(text, config.listen, source) for text in listen]
+            except ValueError as exc:
+                raise ConfigError(f"--listen: {exc}") from None
+            config = msgspec.structs.replace(config, listen=listeners)
         context = ServerContext(config)
         plugins = load_plugins(config_dir, context)
         return cls(config, plugins, context=context, config_dir=config_dir)
@@ -129,11 +247,9 @@ class Server:
     ) -> None:
         names = [lst.getsockname() for lst, _ in listeners]
         self.addresses = [(str(name[0]), int(name[1])) for name in names]
-        log(
-            Level.NOTICE,
-            f"listening on {', '.join(f'{h}:{p}' for h, p in self.addresses)}",
-            source="server",
-        )
+        tls_ready = self.runtime.ssl_context is not None
+        for address, (_, settings) in zip(self.addresses, listeners, strict=True):
+            log(Level.NOTICE, _describe(address, settings, tls_ready), source="server")
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
