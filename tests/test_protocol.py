@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +20,12 @@ from tsmtp.protocol import (
     LineBuffer,
     ProtocolError,
     Reply,
+    addresses,
+    commands,
+    parse_bdat,
     parse_hello,
     parse_mail,
+    parse_number,
     parse_rcpt,
     split_command,
 )
@@ -178,26 +187,265 @@ def test_hello_needs_a_name() -> None:
         parse_hello("", "HELO")
 
 
-@given(st.binary(max_size=600))
-@settings(max_examples=500)
-def test_command_parsers_raise_only_protocol_errors(line: bytes) -> None:
-    try:
-        cmd = split_command(line)
-        parse_mail(cmd.argument)
-    except ProtocolError:
-        pass
-    with contextlib.suppress(ProtocolError):
-        parse_rcpt(line.decode("utf-8", "replace"))
+def test_bdat_argument() -> None:
+    assert parse_bdat("0") == (0, False)
+    assert parse_bdat("1024 LAST") == (1024, True)
+    assert parse_bdat("007 last") == (7, True)
+    assert parse_bdat("9" * 18) == (10**18 - 1, False)
 
 
-@given(st.text(max_size=300))
-def test_path_parsers_raise_only_protocol_errors(text: str) -> None:
-    for parse in (parse_mail, parse_rcpt):
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "",
+        "ten",
+        "-1",
+        "+5",
+        "1_000",
+        " 5",
+        "5 ",
+        "5  LAST",
+        "5 LAST x",
+        "5 FIRST",
+        "9" * 19,
+        "\u00b2",  # SUPERSCRIPT TWO: isdigit() is true, int() refuses it
+        "\u0663 LAST",  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
+        "\uff13",  # FULLWIDTH DIGIT THREE
+        "5 LA\u017fT",  # LONG S upper-cases to S
+    ],
+)
+def test_bad_bdat_arguments_are_501(argument: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_bdat(argument)
+    assert (info.value.code, info.value.enhanced) == (501, "5.5.4")
+
+
+@pytest.mark.parametrize("digits", ["", "\u00b2", "\u0663", "\uff13", "1\u0663", "+1", " 1", "1_0"])
+def test_parse_number_takes_ascii_digits_only(digits: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_number(digits, max_digits=5, code=501, enhanced="5.5.4", text="a number")
+    assert (info.value.code, info.value.enhanced, info.value.text) == (501, "5.5.4", "a number")
+    with pytest.raises(ProtocolError):
+        parse_number(digits.encode(), max_digits=5, code=501, enhanced="5.5.4", text="a number")
+
+
+def test_parse_number_bounds() -> None:
+    def parse(digits: str | bytes, maximum: int | None = None, *, zeros: bool = True) -> int:
+        return parse_number(
+            digits,
+            max_digits=5,
+            maximum=maximum,
+            leading_zeros=zeros,
+            code=421,
+            enhanced="4.7.0",
+            text="bad",
+        )
+
+    assert parse("00042") == 42
+    assert parse(b"65535", 65535, zeros=False) == 65535
+    assert parse("0", zeros=False) == 0
+    with pytest.raises(ProtocolError):
+        parse("123456")
+    with pytest.raises(ProtocolError):
+        parse(b"65536", 65535)
+    with pytest.raises(ProtocolError):
+        parse("025", zeros=False)
+
+
+@pytest.mark.parametrize("size", ["\u0663\u0663", "\u00b2", "\uff13", "1\u0663", "-1", "9" * 21])
+def test_size_parameter_takes_ascii_digits_only(size: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_mail(f"FROM:<a@b.c> SIZE={size}")
+    assert (info.value.code, info.value.enhanced) == (501, "5.5.4")
+    assert parse_mail("FROM:<a@b.c> SIZE=00033").params.size == 33
+
+
+@pytest.mark.parametrize("encoded", ["+0D", "+0A", "+00", "+09", "+7F", "+85", "+0D+0AX:+201"])
+def test_xtext_decoding_to_a_control_character_is_501(encoded: str) -> None:
+    for argument, parse in [
+        (f"FROM:<a@b.c> AUTH=a{encoded}b@c.d", parse_mail),
+        (f"FROM:<a@b.c> ENVID=id{encoded}", parse_mail),
+        (f"TO:<a@b.c> ORCPT=rfc822;a{encoded}b@c.d", parse_rcpt),
+    ]:
+        with pytest.raises(ProtocolError) as info:
+            parse(argument)
+        assert (info.value.code, info.value.enhanced) == (501, "5.5.4"), argument
+    assert parse_mail("FROM:<a@b.c> AUTH=a+2Bb+3Dc@d.e").params.auth == "a+b=c@d.e"
+
+
+def test_keywords_are_case_insensitive_in_ascii_only() -> None:
+    assert split_command(b"starttls").verb == "STARTTLS"
+    assert split_command("\u017ftarttls".encode()).verb != "STARTTLS"  # LONG S
+    assert split_command("qu\u0131t".encode()).verb != "QUIT"  # DOTLESS I
+    with pytest.raises(ProtocolError):
+        parse_mail("FROM:<a@b.c> BODY=8b\u0131tm\u0131me")
+    with pytest.raises(ProtocolError):
+        parse_mail("FROM:<a@b.c> RET=HDR\u017f")
+    with pytest.raises(ProtocolError):
+        parse_rcpt("TO:<a@b.c> NOTIFY=\u017fUCCESS")
+
+
+# Property tests of the path parsers. Each counts the calls that reach the code it names, since
+# a generator whose inputs all fail an earlier check (the FROM:/TO: prefix, say) tests nothing.
+
+_ATEXT = list("abcXYZ019!#$%&'*+-/=?^_`{|}~\u00e9\u7528")
+_LOCAL_CHARS = list("abcXYZ019.!#$%&'*+-/=?^_`{|}~\"\\ @<>[]:,\u00e9\u7528")
+_DOMAIN_CHARS = list("abcXYZ019.-[]:\u00e9\u4f8b ")
+_LABELS = st.text(st.sampled_from("abcXYZ019-\u00e9\u4f8b"), min_size=1, max_size=10)
+PARAMETERS = [
+    "SIZE=10",
+    "SIZE=\u0663",
+    "SIZE=",
+    "BODY=8BITMIME",
+    "BODY=7bit",
+    "SMTPUTF8",
+    "AUTH=<>",
+    "AUTH=a+0Db",
+    "AUTH=a+2Bb@c",
+    "RET=HDRS",
+    "ENVID=x+2B",
+    "NOTIFY=NEVER",
+    "NOTIFY=SUCCESS,DELAY",
+    "ORCPT=rfc822;a+40b",
+    "ORCPT=;x",
+    "XFOO",
+    "X-BAR=1",
+    "=x",
+]
+
+
+def _literal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+
+@st.composite
+def path_texts(draw: st.DrawFn) -> str:
+    """Text for between the angle brackets: mostly mailbox-shaped, sometimes anything at all."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.text(max_size=80))
+    route = draw(st.sampled_from(["", "", "", "@relay.example:", "@a,@b.c:", "@:"]))
+    local = draw(
+        st.one_of(
+            st.text(st.sampled_from(_ATEXT), min_size=1, max_size=30),
+            st.text(st.sampled_from(_LOCAL_CHARS), min_size=1, max_size=70),
+            st.text(max_size=12).map(lambda t: f'"{t}"'),
+            st.sampled_from(["user", "Postmaster", "first.last", ""]),
+        )
+    )
+    if local in ("Postmaster", "") and draw(st.booleans()):
+        return route + local
+    domain = draw(
+        st.one_of(
+            st.lists(_LABELS, min_size=1, max_size=4).map(".".join),
+            st.text(st.sampled_from(_DOMAIN_CHARS), max_size=40),
+            st.ip_addresses().map(_literal),
+            st.sampled_from(["example.com", "[IPv6:zz::1]", "[tag:x]", ""]),
+        )
+    )
+    return route + local + draw(st.sampled_from(["@", "@", "@", "@@"])) + domain
+
+
+@st.composite
+def path_arguments(draw: st.DrawFn) -> str:
+    """What follows ``FROM:`` or ``TO:``: a path, usually bracketed, then parameters."""
+    path = draw(path_texts())
+    if draw(st.integers(0, 9)) > 0:
+        path = f"<{path}>"
+    params = draw(
+        st.one_of(
+            st.lists(st.sampled_from(PARAMETERS), max_size=4).map(" ".join),
+            st.text(max_size=40),
+        )
+    )
+    return draw(st.sampled_from(["", "", " "])) + path + (" " + params if params else "")
+
+
+def spy(
+    monkeypatch: pytest.MonkeyPatch,
+    module: ModuleType,
+    name: str,
+    kind: Callable[[dict[str, Any]], str],
+) -> Counter[str]:
+    """Count the calls of ``module.name``, by ``kind(keyword arguments)``."""
+    real = getattr(module, name)
+    calls: Counter[str] = Counter()
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[kind(kwargs)] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def spy_path_parsers(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter[str], Counter[str]]:
+    """Count the calls of ``parse_path`` and, past the bracket split, ``parse_mailbox``."""
+    paths = spy(monkeypatch, commands, "parse_path", lambda kw: "MAIL" if kw["reverse"] else "RCPT")
+    mailboxes = spy(
+        monkeypatch,
+        addresses,
+        "parse_mailbox",
+        lambda kw: "RCPT" if kw["allow_postmaster"] else "MAIL",
+    )
+    return paths, mailboxes
+
+
+def test_path_parsers_raise_only_protocol_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, mailboxes = spy_path_parsers(monkeypatch)
+    seen: Counter[str] = Counter()
+
+    @given(
+        path_arguments(), st.sampled_from([("FROM:", "TO:"), ("from:", "to:"), ("From:", "tO:")])
+    )
+    @settings(max_examples=500)
+    def fuzz(argument: str, prefixes: tuple[str, str]) -> None:
+        seen["examples"] += 1
+        for verb, parse, prefix in [
+            ("MAIL", parse_mail, prefixes[0]),
+            ("RCPT", parse_rcpt, prefixes[1]),
+        ]:
+            try:
+                parse(prefix + argument)
+            except ProtocolError:
+                continue
+            seen[verb] += 1
+
+    fuzz()
+    examples = seen["examples"]
+    assert examples >= 500
+    # Every example got past the prefix into both path parsers ...
+    assert paths == Counter({"MAIL": examples, "RCPT": examples})
+    # ... most past the bracket split into the mailbox syntax, and enough were valid whole
+    # commands that the parameter parsers behind the path were reached as well.
+    assert min(mailboxes["MAIL"], mailboxes["RCPT"]) >= examples // 2, mailboxes
+    assert min(seen["MAIL"], seen["RCPT"]) >= examples // 10, seen
+
+
+def test_command_lines_raise_only_protocol_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, _ = spy_path_parsers(monkeypatch)
+    seen: Counter[str] = Counter()
+
+    @given(
+        st.sampled_from([b"MAIL FROM:", b"mail from:", b"RCPT TO:", b"rcpt To:"]),
+        st.one_of(st.binary(max_size=300), path_arguments().map(str.encode)),
+    )
+    @settings(max_examples=500)
+    def fuzz(verb: bytes, rest: bytes) -> None:
+        seen["examples"] += 1
         try:
-            parse("FROM:" + text)
-            parse("TO:" + text)
+            command = split_command(verb + rest)
         except ProtocolError:
-            pass
+            return
+        seen[command.verb] += 1
+        parse = parse_mail if command.verb == "MAIL" else parse_rcpt
+        with contextlib.suppress(ProtocolError):
+            parse(command.argument)
+
+    fuzz()
+    assert seen["examples"] >= 500
+    # Every line split_command let through reached the path parser of its verb.
+    assert paths == Counter({"MAIL": seen["MAIL"], "RCPT": seen["RCPT"]})
+    assert min(seen["MAIL"], seen["RCPT"]) >= seen["examples"] // 8, seen
 
 
 # --- replies -------------------------------------------------------------------------------------
@@ -343,6 +591,13 @@ def test_data_ends_exactly_at_the_first_crlf_dot_crlf(pieces: list[bytes], step:
     consumed = min(pos, len(wire)) - len(reader.leftover)
     assert consumed == expected_end
     assert reader.leftover == wire[expected_end : min(pos, len(wire))]
+
+
+def test_enhanced_code_in_a_plugins_text_is_ascii_digits_only() -> None:
+    own = Reply.of(550, "5.1.1 no such user", "5.7.1")
+    assert own.to_bytes() == b"550 5.1.1 no such user\r\n"
+    arabic = Reply.of(550, "5.\u0661.1 no such user", "5.7.1")
+    assert arabic.to_bytes() == "550 5.7.1 5.\u0661.1 no such user\r\n".encode()
 
 
 def test_empty_auth_challenge_keeps_its_space() -> None:

@@ -6,14 +6,13 @@ import binascii
 
 from .errors import ProtocolError
 
-CANCELLED = ProtocolError(501, "5.7.0", "Authentication cancelled")
-
 
 def decode_response(line: bytes) -> bytes:
     """A client's base64 response; ``*`` cancels (501), bad base64 is a 501 too."""
     text = line.strip()
     if text == b"*":
-        raise CANCELLED
+        # A fresh error each time: a shared instance would keep the last raise's frames alive.
+        raise ProtocolError(501, "5.7.0", "Authentication cancelled")
     if text == b"=":
         return b""
     try:
