@@ -229,11 +229,14 @@ async def test_client_dropping_mid_data_stores_nothing() -> None:
     assert MemoryQueue.stored == []
 
 
-async def test_max_connections_refuses_with_421() -> None:
+async def test_max_connections_refuses_with_421_when_no_connection_is_idle() -> None:
     config = test_config(limits=Limits(max_connections=2))
     async with running_server(PLUGINS, config=config) as srv:
         a = await srv.connect()
         b = await srv.connect()
+        for client in (a, b):  # in a transaction: not idle, so not closed to make room
+            await client.command("EHLO x")
+            assert (await client.command("MAIL FROM:<a@b.c>")).code == 250
         c = await srv.connect()
         assert (a.greeting.code, b.greeting.code, c.greeting.code) == (220, 220, 421)
         await a.command("QUIT")

@@ -148,7 +148,13 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 class Limits(_Base, frozen=True):
     """Limits on what one client may do. Times are seconds."""
 
-    max_connections: PositiveInt = 1000
+    #: Open connections in all; an idle one costs about 8 KiB, so 10 000 is about 80 MB. When
+    #: the server is full, the connection idle longest outside a transaction makes room.
+    max_connections: PositiveInt = 10000
+    #: From this fraction of max_connections on, the server is stressed: connections waiting
+    #: for a command get stress_command_timeout, and their first error ends them.
+    stress_threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
+    stress_command_timeout: Seconds = 10.0
     max_recipients: PositiveInt = 100
     max_message_size: PositiveInt = 25 * 1024 * 1024
     #: Replies of 4xx or 5xx to one client (refused recipients included) before 421 and close.

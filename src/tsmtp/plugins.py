@@ -284,6 +284,8 @@ def _reraise_cancellation(
                     connection,
                 )
             raise cancelled
+
+
 #: Verdicts that only some hooks may return.
 _ONLY_FROM = {
     Verdict.HOOK: frozenset({"unrecognized_command"}),

@@ -53,6 +53,7 @@ TOO_MANY_REFUSED_RECIPIENTS = Reply.of(
 )
 LINE_TOO_LONG = Reply.of(500, "Line too long", "5.5.2")
 TIMEOUT = Reply.of(421, "Timeout exceeded, closing connection", "4.4.2")
+EVICTED = Reply.of(421, "Server busy, closing idle connection", "4.7.0")
 TOO_MANY_CONNECTIONS = Reply.of(421, "Too many connections, try again later", "4.3.2")
 INTERNAL_ERROR = Reply.of(421, "Internal error, closing connection", "4.3.0")
 TOO_MANY_FROM_IP = Reply.of(421, "Too many connections from your address, try later", "4.7.0")

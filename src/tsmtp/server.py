@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import math
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .config import (
 from .connection import Peer, ServerContext
 from .limits import ConnectionLimiter
 from .log import Level, log
+from .occupancy import Occupancy, connection_capacity
 from .plugin import Plugin, PluginConfig
 from .plugins import (
     HookRunner,
@@ -184,7 +186,9 @@ class Server:
             ConnectionLimiter(config.limits),
             ssl_context,
             tuple(ipaddress.ip_network(n, strict=False) for n in config.proxy.trusted),
+            Occupancy(),
         )
+        self._capacity = config.limits.max_connections
         self.addresses: list[tuple[str, int]] = []
         self._sessions: set[Session] = set()
         self._accepting: trio.CancelScope | None = None
@@ -234,6 +238,7 @@ class Server:
             "init_master" if sockets is None else "init_child", None, self.context
         )
         listeners = list(sockets) if sockets is not None else open_sockets(self.config.listen)[0]
+        self._set_capacity()
         try:
             await self._serve(listeners, task_status)
         finally:
@@ -263,6 +268,21 @@ class Server:
                 if self._sessions:
                     await self._all_closed.wait()
             connections.cancel_scope.cancel()
+
+    def _set_capacity(self) -> None:
+        """How many connections this process can hold, and from how many on it is stressed."""
+        limits = self.config.limits
+        self._capacity = connection_capacity(limits.max_connections)
+        if self._capacity < limits.max_connections:
+            log(
+                Level.WARN,
+                f"max_connections = {limits.max_connections} needs more open files than this "
+                f"process may have; holding at most {self._capacity} connections",
+                source="server",
+            )
+        occupancy = self.runtime.occupancy
+        occupancy.stress_at = max(1, math.ceil(self._capacity * limits.stress_threshold))
+        occupancy.relax_at = max(1, occupancy.stress_at * 9 // 10)
 
     def shutdown(self) -> None:
         """Stop accepting; sessions end after their current transaction (see ``shutdown_grace``)."""
@@ -298,10 +318,13 @@ class Server:
         except OSError:  # already gone
             await stream.aclose()
             return
-        if len(self._sessions) >= self.config.limits.max_connections:
+        occupancy = self.runtime.occupancy
+        # Full: the connection idle longest outside a transaction makes room for this one, so
+        # a crowd that connects and then says nothing cannot lock everyone else out.
+        if len(self._sessions) >= self._capacity and not occupancy.evict_oldest_idle():
             log(
                 Level.NOTICE,
-                f"refused {remote}: {len(self._sessions)} connections open",
+                f"refused {remote}: {len(self._sessions)} connections open, none idle",
                 source="server",
             )
             with trio.move_on_after(5), contextlib.suppress(trio.BrokenResourceError):
@@ -311,6 +334,7 @@ class Server:
         local = _peer(stream.socket.getsockname())
         session = Session(stream, self.runtime, remote, local, settings)
         self._sessions.add(session)
+        occupancy.opened()
         if self._stopping:
             session.stop()
         try:
@@ -319,5 +343,6 @@ class Server:
             log(Level.CRIT, f"session failed: {exc!r}", source="server", context=session.conn)
         finally:
             self._sessions.discard(session)
+            occupancy.closed()
             if self._stopping and not self._sessions:
                 self._all_closed.set()

@@ -74,6 +74,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             conn.loginfo("client went away")
         finally:
             conn.closing = True
+            self._idle_over()
             if self._admitted_as is not None:
                 self.runtime.limiter.release(self._admitted_as)
             if conn.transaction is not None or (self._connected and self.runner.has("disconnect")):
@@ -138,18 +139,27 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
 
     async def _command_loop(self) -> None:
         limits = self.config.limits
+        occupancy = self.runtime.occupancy
         lines = self.lines
-        deadline = trio.current_time() + limits.command_timeout
+        conn = self.conn
+        started = trio.current_time()
+        deadline = started + limits.command_timeout
         while True:
             line = lines.next_line()
             if line is None:
+                if occupancy.stressed:
+                    deadline = min(deadline, started + limits.stress_command_timeout)
+                if conn.transaction is None:
+                    self._idle_from_now()
                 # The whole line must arrive in time, however slowly it trickles in.
                 data = await self.receive(max(deadline - trio.current_time(), 0))
                 if not data:
                     return
                 lines.feed(data)
                 continue
-            deadline = trio.current_time() + limits.command_timeout
+            self._idle_over()
+            started = trio.current_time()
+            deadline = started + limits.command_timeout
             if line is LINE_TOO_LONG:
                 self.error(R.LINE_TOO_LONG)
                 continue

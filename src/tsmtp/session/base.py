@@ -17,6 +17,7 @@ from ..config import Listener, ServerConfig
 from ..connection import Connection, Peer, ServerContext, TLSInfo
 from ..limits import ConnectionLimiter
 from ..log import Level, logger
+from ..occupancy import Occupancy
 from ..plugins import Decision, HookRunner
 from ..protocol import (
     MAIL_PARAMETERS,
@@ -62,6 +63,7 @@ class Runtime:
     limiter: ConnectionLimiter
     ssl_context: ssl.SSLContext | None = None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+    occupancy: Occupancy = field(default_factory=Occupancy)
 
 
 _DEFAULT_LISTENER = Listener(address="127.0.0.1:0")
@@ -85,6 +87,7 @@ class SessionBase:
         "_connected",
         "_errors",
         "_greeting_refused",
+        "_idle",
         "_idle_wait",
         "_info",
         "_io_scope",
@@ -93,6 +96,7 @@ class SessionBase:
         "_rcpt_params",
         "_refused_recipients",
         "_relaying_before_auth",
+        "_stop_reply",
         "_stopped_idle",
         "_stopping",
         "_trace",
@@ -127,6 +131,8 @@ class SessionBase:
         self._stopping = False
         self._io_scope = trio.CancelScope()
         self._idle_wait = False
+        self._idle = False
+        self._stop_reply = R.SHUTTING_DOWN
         self._stopped_idle = False
         self._wait_seconds = 0.0
         self._greeting_refused = False
@@ -167,7 +173,7 @@ class SessionBase:
         """
         idle = self.conn.transaction is None
         if idle and self._stopping:
-            self.reply(R.SHUTTING_DOWN)
+            self.reply(self._stop_reply)
             raise CloseSession
         # One long-lived cancel scope is re-armed for each wait (cheaper than a new one each
         # time); when it fires, the conversation ends and run() answers 421.
@@ -186,21 +192,49 @@ class SessionBase:
         if self._stopped_idle:
             # stop() cancelled this wait just as a command arrived: the cancellation would hit
             # whatever runs next, so end here, between transactions, as stop() meant to.
-            self.reply(R.SHUTTING_DOWN)
+            self.reply(self._stop_reply)
             raise CloseSession
         return bytes(data)
 
-    def stop(self) -> None:
+    def stop(self, reply: Reply = R.SHUTTING_DOWN) -> None:
         """Ask the session to end: at once if it is between transactions, else after this one."""
         self._stopping = True
+        if self._stop_reply is R.SHUTTING_DOWN:
+            self._stop_reply = reply
         if self._idle_wait:
             self._stopped_idle = True
             self._io_scope.cancel()
 
+    def evict(self) -> None:
+        """Close this connection, idle outside a transaction, to make room for a new one."""
+        self.conn.lognotice(f"closing idle connection from {self.conn.remote} to make room")
+        self._idle = False
+        self.stop(R.EVICTED)
+
+    def under_stress(self) -> None:
+        """The server is stressed: a wait for a command gets at most the stress timeout."""
+        if self._idle_wait:
+            limit = trio.current_time() + self.config.limits.stress_command_timeout
+            scope = self._io_scope
+            if limit < scope.deadline:
+                self._wait_seconds = self.config.limits.stress_command_timeout
+                scope.deadline = limit
+
+    def _idle_from_now(self) -> None:
+        """Waiting for a command outside a transaction: a candidate to make room, newest."""
+        if not self._idle:
+            self._idle = True
+            self.runtime.occupancy.idle_started(self)
+
+    def _idle_over(self) -> None:
+        if self._idle:
+            self._idle = False
+            self.runtime.occupancy.idle_ended(self)
+
     def _wait_ended(self) -> None:
         """The I/O scope fired: a client too slow, or a shutdown while idle."""
         if self._stopped_idle:
-            self.reply(R.SHUTTING_DOWN)
+            self.reply(self._stop_reply)
         else:
             self.conn.lognotice(f"client timed out after {self._wait_seconds:g}s")
             self.reply(R.TIMEOUT)
@@ -250,7 +284,8 @@ class SessionBase:
     def _check_error_limits(self) -> None:
         """After each command: too many refusals end the connection (Postfix's error limit)."""
         limits = self.config.limits
-        if self._errors >= limits.max_errors:
+        # Under stress the first error ends the connection, as Postfix's hard limit of 1 does.
+        if self._errors >= (1 if self.runtime.occupancy.stressed else limits.max_errors):
             self.conn.lognotice(f"too many errors ({self._errors}) from {self.conn.remote}")
             self.reply(R.TOO_MANY_ERRORS)
             raise CloseSession
