@@ -18,6 +18,7 @@ import trio
 
 from tests.test_nodes import Master, send
 from tsmtp import ConfigError, Listener, Server, cli
+from tsmtp.config import parse_host_port
 from tsmtp.log import Level
 from tsmtp.testing import SMTPClient
 
@@ -278,3 +279,8 @@ def test_sighup_with_one_node_keeps_the_server_and_its_open_transaction(tmp_path
         for p in (tmp_path / "var" / "mail" / "new").iterdir()
     )
     assert subjects == [b"1", b"after SIGHUP"]
+
+
+def test_listen_ports_take_ascii_digits_only() -> None:
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        parse_host_port("127.0.0.1:\u0662\u0665")

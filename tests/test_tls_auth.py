@@ -339,3 +339,23 @@ async def test_an_authzid_needs_the_auth_hooks_consent(
         assert (await c.command("AUTH PLAIN " + b64(response))).code == code
         await c.command("MAIL FROM:<a@b.c>")
     assert SeenIdentity.seen == [identity]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "AUTH PLAIN " + b64("\0ali\r\nce\0secret"),
+        "AUTH PLAIN " + b64("bob\nX\0alice\0secret"),
+        "AUTH LOGIN " + b64("ali\x85ce"),
+    ],
+)
+async def test_user_names_with_control_characters_are_refused(command: str) -> None:
+    config = test_config(listen=[Listener(address="127.0.0.1:0", auth="always")])
+    async with running_server([Proxies], config=config) as srv:
+        c = await srv.connect()
+        await c.command("EHLO x")
+        reply = await c.command(command)
+        assert (reply.code, reply.text) == (
+            501,
+            "5.5.2 User names may not contain control characters",
+        )

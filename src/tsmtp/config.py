@@ -26,7 +26,9 @@ class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     pass
 
 
-_HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]*)):(?P<port>\d{1,5})\Z")
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]*)):(?P<port>[0-9]{1,5})\Z"
+)
 
 
 def parse_host_port(text: str) -> tuple[str, int]:

@@ -28,10 +28,23 @@ def decode_text(data: bytes) -> str:
         raise ProtocolError(501, "5.5.2", "Credentials must be UTF-8") from None
 
 
+def decode_identity(data: bytes) -> str:
+    """A user name or authorization identity: UTF-8 without control characters (a CR or LF
+    here would reach every auth plugin and log line)."""
+    text = decode_text(data)
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
+        raise ProtocolError(501, "5.5.2", "User names may not contain control characters")
+    return text
+
+
 def parse_plain(data: bytes) -> tuple[str, str, str]:
     """``authzid NUL authcid NUL password`` into its three parts."""
     parts = data.split(b"\x00")
     if len(parts) != 3 or not parts[1]:
         raise ProtocolError(501, "5.5.2", "Malformed PLAIN response")
-    authzid, username, password = (decode_text(p) for p in parts)
+    authzid, username, password = (
+        decode_identity(parts[0]),
+        decode_identity(parts[1]),
+        decode_text(parts[2]),
+    )
     return authzid, username, password

@@ -12,7 +12,7 @@ from ..protocol import (
     ProtocolError,
     Reply,
 )
-from ..protocol.sasl import decode_response, decode_text, parse_plain
+from ..protocol.sasl import decode_identity, decode_response, decode_text, parse_plain
 from ..verdict import Verdict
 from .base import ClientGone, CloseSession, SessionBase
 
@@ -97,7 +97,7 @@ class TLSAndAuth(SessionBase):
                 if initial
                 else await self._read_response("VXNlcm5hbWU6")
             )
-            username, authzid = decode_text(user), ""
+            username, authzid = decode_identity(user), ""
             password = decode_text(await self._read_response("UGFzc3dvcmQ6"))
         credentials = Credentials(mechanism, username, password, authzid)
         decision = await self.runner.run("auth", conn, credentials)
