@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tsmtp import Credentials, Level, Plugin, Verdict, override
+from tsmtp.loader import PluginError, bundled_plugin_dir, find_plugin_class
 from tsmtp.passwords import (
     hash_password,
     is_password_hash,
@@ -23,7 +24,6 @@ from tsmtp.passwords import (
     set_password,
     verify_password,
 )
-from tsmtp.plugins import PluginError, bundled_plugin_dir, find_plugin_class
 from tsmtp.testing import call_hook, make_connection, make_plugin
 
 INVALID = ("5.7.8 Authentication credentials invalid",)

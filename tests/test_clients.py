@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tsmtp import Plugin, ServerContext
-from tsmtp.plugins import bundled_plugin_dir, config_type_of, find_plugin_class
+from tsmtp.loader import bundled_plugin_dir, config_type_of, find_plugin_class
 from tsmtp.testing import make_plugin, running_server, test_config
 
 from .helpers import AcceptAll, MemoryQueue, body_after_received

@@ -11,7 +11,7 @@ import pytest
 
 from tsmtp import ServerContext
 from tsmtp.config import ConfigError, load_server_config
-from tsmtp.plugins import PluginError, load_plugins
+from tsmtp.loader import PluginError, load_plugins
 from tsmtp.testing import test_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from tsmtp import Plugin
-from tsmtp.plugins import bundled_plugin_dir, config_type_of, find_plugin_class
+from tsmtp.loader import bundled_plugin_dir, config_type_of, find_plugin_class
 from tsmtp.testing import ClientReply, RunningServer, make_plugin, running_server
 
 from .helpers import AcceptAll

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tsmtp import Plugin
 from tsmtp.config import DNSSettings
-from tsmtp.plugins import bundled_plugin_dir, config_type_of, find_plugin_class
+from tsmtp.loader import bundled_plugin_dir, config_type_of, find_plugin_class
 from tsmtp.testing import make_plugin, running_server, test_config
 
 from .dnsserver import dns_server

@@ -44,12 +44,12 @@ from .hooks import (
     UnrecognizedCommandHook,
     VrfyHook,
 )
+from .loader import PluginError
 from .log import Level
 from .notes import NoteKey, Notes
 from .outbound import Bounce, Deferral, Delivery, MailExchanger, OutboundMail
 from .passwords import hash_password, read_users, verify_password
 from .plugin import HOOK_NAMES, Plugin, PluginConfig
-from .plugins import PluginError
 from .protocol import Address, MailParams, RcptParams
 from .server import PluginSpec, Server
 from .transaction import Recipient, Transaction

@@ -25,11 +25,7 @@ from .config import (
 )
 from .connection import Peer, ServerContext
 from .limits import ConnectionLimiter
-from .log import Level, log
-from .occupancy import Occupancy, connection_capacity
-from .plugin import Plugin, PluginConfig
-from .plugins import (
-    HookRunner,
+from .loader import (
     PluginError,
     config_type_of,
     find_plugin_class,
@@ -37,6 +33,10 @@ from .plugins import (
     load_plugins,
     plugin_search_path,
 )
+from .log import Level, log
+from .occupancy import Occupancy, connection_capacity
+from .plugin import Plugin, PluginConfig
+from .runner import HookRunner
 from .session import Runtime, Session
 from .sockets import Sockets, open_sockets
 from .stream import SocketStream

@@ -27,9 +27,10 @@ import trio
 from .config import Listener, ServerConfig
 from .connection import Connection, Peer, ServerContext
 from .hooks import SERVER_HOOKS
+from .loader import instantiate
 from .plugin import HOOK_NAMES, Plugin, PluginConfig
-from .plugins import HookRunner, instantiate
 from .protocol import Address, MailParams
+from .runner import HookRunner
 from .server import Server
 from .transaction import Transaction
 from .verdict import Outcome, Result

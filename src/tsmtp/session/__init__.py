@@ -13,7 +13,6 @@ import trio
 
 from .. import replies as R
 from ..connection import Hello
-from ..plugins import Decision
 from ..protocol import (
     LINE_TOO_LONG,
     RCPT_PARAMETERS,
@@ -22,6 +21,7 @@ from ..protocol import (
     parse_hello,
     split_command,
 )
+from ..runner import Decision
 from ..stream import SocketStream
 from ..verdict import Verdict
 from .base import ClientGone, CloseSession, Runtime

@@ -18,7 +18,6 @@ from ..connection import Connection, Peer, ServerContext, TLSInfo
 from ..limits import ConnectionLimiter
 from ..log import Level, logger
 from ..occupancy import Occupancy
-from ..plugins import Decision, HookRunner
 from ..protocol import (
     MAIL_PARAMETERS,
     RCPT_PARAMETERS,
@@ -26,6 +25,7 @@ from ..protocol import (
     ProtocolError,
     Reply,
 )
+from ..runner import Decision, HookRunner
 from ..stream import SocketStream
 from ..transaction import Transaction
 from ..verdict import Verdict

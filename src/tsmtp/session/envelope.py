@@ -5,7 +5,6 @@ from __future__ import annotations
 import trio
 
 from .. import replies as R
-from ..plugins import Decision
 from ..protocol import (
     DataReader,
     ProtocolError,
@@ -13,6 +12,7 @@ from ..protocol import (
     parse_mail,
     parse_rcpt,
 )
+from ..runner import Decision
 from ..transaction import Recipient, Transaction
 from ..verdict import Verdict
 from .base import ClientGone, SessionBase

@@ -6,13 +6,13 @@ import trio
 
 from .. import replies as R
 from ..hooks import Credentials
-from ..plugins import Decision
 from ..protocol import (
     LINE_TOO_LONG,
     ProtocolError,
     Reply,
 )
 from ..protocol.sasl import decode_identity, decode_response, decode_text, parse_plain
+from ..runner import Decision
 from ..verdict import Verdict
 from .base import ClientGone, CloseSession, SessionBase
 
