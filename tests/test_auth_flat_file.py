@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tsmtp import Credentials, Level, Plugin, Verdict, override
+from tsmtp import Credentials, Level, Plugin, Verdict, hooks, override
 from tsmtp.loader import PluginError, bundled_plugin_dir, find_plugin_class
 from tsmtp.passwords import (
     hash_password,
@@ -339,13 +339,13 @@ async def test_plugin_accepts_and_refuses(
     plugin = make_plugin(flat_file, name="auth.flat_file", config_dir=tmp_path)
     conn = make_connection()
 
-    ok = await call_hook(plugin, "auth", conn, Credentials("PLAIN", "alice", "secret"))
+    ok = await call_hook(plugin, hooks.auth, conn, Credentials("PLAIN", "alice", "secret"))
     assert ok.verdict is Verdict.OK
-    wrong = await call_hook(plugin, "auth", conn, Credentials("PLAIN", "alice", "other"))
+    wrong = await call_hook(plugin, hooks.auth, conn, Credentials("PLAIN", "alice", "other"))
     assert (wrong.verdict, wrong.message) == (Verdict.DENY, INVALID)
-    unknown = await call_hook(plugin, "auth", conn, Credentials("LOGIN", "mallory", "secret"))
+    unknown = await call_hook(plugin, hooks.auth, conn, Credentials("LOGIN", "mallory", "secret"))
     assert (unknown.verdict, unknown.message) == (Verdict.DENY, INVALID)
-    case = await call_hook(plugin, "auth", conn, Credentials("PLAIN", "Alice", "secret"))
+    case = await call_hook(plugin, hooks.auth, conn, Credentials("PLAIN", "Alice", "secret"))
     assert case.verdict is Verdict.DENY
 
     notices = messages(logs, Level.NOTICE)
@@ -360,9 +360,13 @@ async def test_plugin_authzid(tmp_path: Path, flat_file: type[Plugin]) -> None:
     set_password(tmp_path / "auth_users", "bob", "bobpw")
     plugin = make_plugin(flat_file, name="auth.flat_file", config_dir=tmp_path)
     conn = make_connection()
-    same = await call_hook(plugin, "auth", conn, Credentials("PLAIN", "alice", "secret", "alice"))
+    same = await call_hook(
+        plugin, hooks.auth, conn, Credentials("PLAIN", "alice", "secret", "alice")
+    )
     assert same.verdict is Verdict.OK
-    other = await call_hook(plugin, "auth", conn, Credentials("PLAIN", "alice", "secret", "bob"))
+    other = await call_hook(
+        plugin, hooks.auth, conn, Credentials("PLAIN", "alice", "secret", "bob")
+    )
     assert (other.verdict, other.message) == (Verdict.DENY, INVALID)
 
 
@@ -372,7 +376,7 @@ async def test_plugin_file_setting(tmp_path: Path, flat_file: type[Plugin]) -> N
     set_password(tmp_path / "users" / "smtp", "alice", "secret")
     plugin = make_plugin(flat_file, name="auth.flat_file", config_dir=tmp_path)
     result = await call_hook(
-        plugin, "auth", make_connection(), Credentials("PLAIN", "alice", "secret")
+        plugin, hooks.auth, make_connection(), Credentials("PLAIN", "alice", "secret")
     )
     assert result.verdict is Verdict.OK
 
@@ -382,7 +386,7 @@ async def test_plugin_without_users_file(
 ) -> None:
     plugin = make_plugin(flat_file, name="auth.flat_file", config_dir=tmp_path)
     assert any("does not exist" in m for m in messages(logs, Level.WARN))
-    result = await call_hook(plugin, "auth", make_connection(), Credentials("PLAIN", "a", "b"))
+    result = await call_hook(plugin, hooks.auth, make_connection(), Credentials("PLAIN", "a", "b"))
     assert result.verdict is Verdict.DENY
 
 
@@ -406,7 +410,9 @@ async def test_plugin_reads_the_file_again(
     conn = make_connection()
 
     async def verdict(user: str, password: str) -> Verdict:
-        return (await call_hook(plugin, "auth", conn, Credentials("PLAIN", user, password))).verdict
+        return (
+            await call_hook(plugin, hooks.auth, conn, Credentials("PLAIN", user, password))
+        ).verdict
 
     monkeypatch.setattr(flat_file, "reload_interval", 3600.0)
     assert await verdict("alice", "first") is Verdict.OK

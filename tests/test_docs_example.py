@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 from tests.test_typing import mypy_cache, run_mypy
-from tsmtp import Address, MailParams, Plugin, Server, Verdict
+from tsmtp import Address, MailParams, Plugin, Server, Verdict, hooks
 from tsmtp.testing import SMTPClient, call_hook, make_connection, make_plugin, running_server
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "writing-plugins.md"
@@ -115,12 +115,12 @@ async def test_call_hook_counts_per_connection(example: ModuleType) -> None:
     plugin = make_plugin(plugin_class(example, "RcptLimit"), name="rcpt_limit", config=config)
     first, second = make_connection(), make_connection("192.0.2.2")
     alice = Address("alice", "example.com")
-    verdicts = [(await call_hook(plugin, "rcpt_ok", first, alice)).verdict for _ in range(3)]
+    verdicts = [(await call_hook(plugin, hooks.rcpt_ok, first, alice)).verdict for _ in range(3)]
     assert verdicts == [Verdict.CONT, Verdict.CONT, Verdict.DENYSOFT]
     assert first.notes[example.ACCEPTED] == 2
-    assert (await call_hook(plugin, "rcpt_ok", second, alice)).verdict is Verdict.CONT
+    assert (await call_hook(plugin, hooks.rcpt_ok, second, alice)).verdict is Verdict.CONT
     first.relaying = True
-    refused = await call_hook(plugin, "rcpt_ok", first, alice)
+    refused = await call_hook(plugin, hooks.rcpt_ok, first, alice)
     assert refused.verdict is Verdict.DENYSOFT, "exempt_relaying = false limits relaying clients"
     assert refused.message == ("4.5.3 Too many recipients for one connection",)
     assert refused.code == 452
@@ -179,13 +179,13 @@ async def test_the_first_plugin_refuses_bounces(
     plugin = make_plugin(
         plugin_class(import_file(path, "docs_example_no_null", monkeypatch), "NoNullSender")
     )
-    bounce = await call_hook(plugin, "mail", make_connection(), Address.null(), MailParams())
+    bounce = await call_hook(plugin, hooks.mail, make_connection(), Address.null(), MailParams())
     assert bounce.verdict is Verdict.DENY
     assert bounce.message == ("5.7.1 This server takes no bounces",)
     sender = Address("bob", "example.org")
-    assert (await call_hook(plugin, "mail", make_connection(), sender, MailParams())).verdict is (
-        Verdict.CONT
-    )
+    assert (
+        await call_hook(plugin, hooks.mail, make_connection(), sender, MailParams())
+    ).verdict is (Verdict.CONT)
 
 
 # --- type-checked as the document tells authors to ------------------------------------------

@@ -105,11 +105,11 @@ def test_wrong_hooks_are_refused_with_file_line_and_signature(
 
 def test_registered_handler_must_be_async_and_well_shaped(tmp_path: Path) -> None:
     source = """
-        from tsmtp import Connection, Plugin
+        from tsmtp import Connection, Plugin, hooks
 
         class P(Plugin):
             def register(self) -> None:
-                self.register_hook("queue", self.store)
+                hooks.queue.register(self, self.store)
 
             def store(self, connection: Connection) -> None:
                 pass

@@ -76,6 +76,7 @@ from tsmtp import (
     PluginConfig,
     RcptParams,
     Verdict,
+    hooks,
     override,
 )
 """
@@ -94,7 +95,7 @@ SAMPLES = {
 
             @override
             def register(self) -> None:
-                self.register_hook("queue", self.try_queue)
+                hooks.queue.register(self, self.try_queue)
 
             async def try_queue(self, connection: Connection) -> Outcome:
                 return Verdict.OK
@@ -159,7 +160,7 @@ SAMPLES = {
         class WrongHandler(Plugin):
             @override
             def register(self) -> None:
-                self.register_hook("queue", self.takes_a_recipient)  # E: call-overload
+                hooks.queue.register(self, self.takes_a_recipient)  # E: arg-type
 
             async def takes_a_recipient(self, connection: Connection, rcpt: Address) -> Outcome:
                 return None
@@ -246,7 +247,8 @@ def test_misspelt_hook_marked_override(checked: dict[str, list[Message]]) -> Non
 
 def test_handler_of_the_wrong_shape(checked: dict[str, list[Message]]) -> None:
     (error,) = assert_refused(checked["wrong_handler"], "wrong_handler")
-    assert '"register_hook"' in error.text
+    assert 'Argument 2 to "register" of "HookSpec"' in error.text
+    assert "Callable[[Connection], Awaitable[Verdict | Result | None]]" in error.text
 
 
 def test_missing_override_is_only_caught_with_explicit_override(

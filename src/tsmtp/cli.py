@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check", help="load config and plugins, report problems, exit")
     check.add_argument("--config", type=Path, default=Path("config"), help="config directory")
+    check.add_argument(
+        "--hooks", action="store_true", help="print each hook's handlers in the order they run"
+    )
     commands.add_parser(
         "passwd", help="add or change a user in an auth.flat_file users file", add_help=False
     )
@@ -127,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         names = ", ".join(p.name for p in server.plugins) or "(none)"
         print(f"{args.config}: configuration OK; plugins: {names}")
+        if args.hooks:
+            print("\n".join(server.runner.describe()))
         return 0
     tlog.configure(level or server.config.log_level)
     sockets = inherited_sockets(server.config)

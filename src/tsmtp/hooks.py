@@ -1,156 +1,78 @@
-"""The shape of every hook, as a :class:`typing.Protocol` per parameter list.
+"""The hook table: one :class:`~tsmtp.hookspec.HookSpec` per hook, the single source of truth.
 
-These type the handlers given to :meth:`Plugin.register_hook`; the ``hook_*`` methods of
-:class:`~tsmtp.Plugin` have the same parameters.
+Each spec takes its parameters from the ``hook_<name>`` method of :class:`~tsmtp.Plugin` and adds
+how its chain runs, which verdicts it may return and the type of a returned ``value``. The
+runner, ``HookSpec.register``, ``call_hook`` and ``tsmtp check --hooks`` all read this table::
+
+    from tsmtp import hooks
+
+    def register(self) -> None:
+        hooks.rcpt.register(self, self.check_recipient, priority=-10)
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from .connection import Connection, ServerContext
-from .outbound import Bounce, Deferral, Delivery, OutboundMail
-from .protocol import Address, MailParams, RcptParams
-from .verdict import Outcome, Verdict
+from .hookargs import Credentials, Denial
+from .hookspec import CONVERSATION_VERDICTS, SERVER_VERDICTS, Chain, HookSpec
+from .plugin import Plugin
+from .verdict import Verdict
 
-
-@dataclass(frozen=True, slots=True)
-class Denial:
-    """What the ``deny`` hook is told: which hook of which plugin refused, how and with what."""
-
-    verdict: Verdict
-    message: tuple[str, ...] | None
-    plugin: str
-    hook: str
-    params: tuple[object, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a client sent with AUTH: the mechanism, the user name and the password.
-
-    ``authzid`` is the identity PLAIN lets a client ask to act as (usually empty).
-    """
-
-    mechanism: str
-    username: str
-    password: str = field(repr=False)
-    authzid: str = ""
-
-
-class ConnectionHook(Protocol):
-    def __call__(self, connection: Connection, /) -> Awaitable[Outcome]: ...
-
-
-class HelloHook(Protocol):
-    def __call__(self, connection: Connection, hostname: str, /) -> Awaitable[Outcome]: ...
-
-
-class CapabilitiesHook(Protocol):
-    def __call__(
-        self, connection: Connection, capabilities: list[str], /
-    ) -> Awaitable[Outcome]: ...
-
-
-class UnrecognizedCommandHook(Protocol):
-    def __call__(
-        self, connection: Connection, verb: str, argument: str, /
-    ) -> Awaitable[Outcome]: ...
-
-
-class VrfyHook(Protocol):
-    def __call__(self, connection: Connection, argument: str, /) -> Awaitable[Outcome]: ...
-
-
-class MailHook(Protocol):
-    def __call__(
-        self, connection: Connection, sender: Address, params: MailParams, /
-    ) -> Awaitable[Outcome]: ...
-
-
-class RcptHook(Protocol):
-    def __call__(
-        self, connection: Connection, recipient: Address, params: RcptParams, /
-    ) -> Awaitable[Outcome]: ...
-
-
-class RcptOkHook(Protocol):
-    def __call__(self, connection: Connection, recipient: Address, /) -> Awaitable[Outcome]: ...
-
-
-class QueueOkHook(Protocol):
-    def __call__(self, connection: Connection, message: str, /) -> Awaitable[Outcome]: ...
-
-
-class AuthHook(Protocol):
-    def __call__(
-        self, connection: Connection, credentials: Credentials, /
-    ) -> Awaitable[Outcome]: ...
-
-
-class DenyHook(Protocol):
-    def __call__(self, connection: Connection, denial: Denial, /) -> Awaitable[Outcome]: ...
-
-
-class ServerHook(Protocol):
-    def __call__(self, server: ServerContext, /) -> Awaitable[Outcome]: ...
-
-
-class GetMxHook(Protocol):
-    def __call__(self, mail: OutboundMail, domain: str, /) -> Awaitable[Outcome]: ...
-
-
-class SendEmailHook(Protocol):
-    def __call__(self, mail: OutboundMail, /) -> Awaitable[Outcome]: ...
-
-
-class DeferredHook(Protocol):
-    def __call__(self, mail: OutboundMail, deferral: Deferral, /) -> Awaitable[Outcome]: ...
-
-
-class BounceHook(Protocol):
-    def __call__(self, mail: OutboundMail, bounce: Bounce, /) -> Awaitable[Outcome]: ...
-
-
-class DeliveredHook(Protocol):
-    def __call__(self, mail: OutboundMail, delivery: Delivery, /) -> Awaitable[Outcome]: ...
-
-
-ConnectionHookName = Literal[
-    "connect_init",
-    "lookup_rdns",
-    "connect",
-    "disconnect",
-    "quit",
-    "noop",
-    "rset",
-    "data",
-    "data_post",
-    "max_data_exceeded",
-    "queue",
-    "queue_outbound",
-    "reset_transaction",
-    "pre_send_trans_email",
+__all__ = [
+    "BY_NAME",
+    "Chain",
+    "Credentials",
+    "Denial",
+    "HookSpec",
 ]
 
-#: Hooks where every handler runs and the verdict never changes anything.
-RUN_ALL = frozenset(
-    {
-        "connect_init",
-        "disconnect",
-        "capabilities",
-        "queue_ok",
-        "reset_transaction",
-        "delivered",
-        "init_master",
-        "init_child",
-    }
+FIRST, ALL = Chain.FIRST, Chain.ALL
+
+# --- the connection, in the order a conversation meets them --------------------------------------
+connect_init = HookSpec(Plugin.hook_connect_init, ALL)
+lookup_rdns = HookSpec(Plugin.hook_lookup_rdns, value=str)
+connect = HookSpec(Plugin.hook_connect)
+helo = HookSpec(Plugin.hook_helo)
+ehlo = HookSpec(Plugin.hook_ehlo)
+capabilities = HookSpec(Plugin.hook_capabilities, ALL)
+auth = HookSpec(Plugin.hook_auth, value=str)
+mail = HookSpec(Plugin.hook_mail)
+rcpt = HookSpec(Plugin.hook_rcpt)
+rcpt_ok = HookSpec(Plugin.hook_rcpt_ok)
+data = HookSpec(Plugin.hook_data)
+max_data_exceeded = HookSpec(Plugin.hook_max_data_exceeded)
+data_post = HookSpec(Plugin.hook_data_post)
+queue = HookSpec(Plugin.hook_queue)
+queue_outbound = HookSpec(Plugin.hook_queue_outbound)
+queue_ok = HookSpec(Plugin.hook_queue_ok, ALL)
+reset_transaction = HookSpec(Plugin.hook_reset_transaction, ALL, always_run=True)
+rset = HookSpec(Plugin.hook_rset)
+noop = HookSpec(Plugin.hook_noop)
+vrfy = HookSpec(Plugin.hook_vrfy)
+quit = HookSpec(Plugin.hook_quit)
+unrecognized_command = HookSpec(
+    Plugin.hook_unrecognized_command,
+    verdicts=CONVERSATION_VERDICTS | {Verdict.HOOK},
+    value=str,
 )
-#: Hooks that still run once the connection is closing.
-ALWAYS_RUN = frozenset({"disconnect", "reset_transaction"})
-#: Hooks that run outside any connection; their first argument is not a Connection.
-SERVER_HOOKS = frozenset(
-    {"init_master", "init_child", "get_mx", "send_email", "deferred", "bounce", "delivered"}
+deny = HookSpec(Plugin.hook_deny)
+disconnect = HookSpec(Plugin.hook_disconnect, ALL, always_run=True)
+pre_send_trans_email = HookSpec(Plugin.hook_pre_send_trans_email)
+
+# --- the server and outbound delivery ------------------------------------------------------------
+init_master = HookSpec(Plugin.hook_init_master, ALL)
+init_child = HookSpec(Plugin.hook_init_child, ALL)
+get_mx = HookSpec(Plugin.hook_get_mx)
+send_email = HookSpec(
+    Plugin.hook_send_email, verdicts=SERVER_VERDICTS | {Verdict.DELAY}, value=(int, float)
 )
+deferred = HookSpec(Plugin.hook_deferred, value=(int, float))
+bounce = HookSpec(Plugin.hook_bounce)
+delivered = HookSpec(Plugin.hook_delivered, ALL)
+
+#: Every hook by name, in the order above.
+BY_NAME: Mapping[str, HookSpec[Any]] = {
+    spec.name: spec for spec in list(globals().values()) if isinstance(spec, HookSpec)
+}

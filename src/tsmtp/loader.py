@@ -117,7 +117,7 @@ def _where(fn: object) -> str:
 
 def _expected(hook: str) -> str:
     method = getattr(Plugin, f"hook_{hook}")
-    signature = str(inspect.signature(method)).replace("'", "")
+    signature = str(inspect.signature(method)).replace("'", "").replace(", /", "")
     return f"async def hook_{hook}{signature}"
 
 
@@ -167,7 +167,9 @@ def _check_handler(plugin: Plugin, hook: str, handler: Callable[..., object]) ->
             f"{_where(handler)}: plugin {plugin.name!r}: "
             f"handler for {hook!r} must be an async function"
         )
-    base = _positional_count(getattr(Plugin, f"hook_{hook}")) if hook in HOOK_NAMES else 4
+    # A custom hook's handlers take what unrecognized_command's do.
+    spec = hook if hook in HOOK_NAMES else "unrecognized_command"
+    base = _positional_count(getattr(Plugin, f"hook_{spec}"))
     want = (base or 0) - 1
     have = _positional_count(handler)
     if have != want and have != -1:
@@ -212,7 +214,7 @@ def instantiate(
         raise PluginError(
             f"{_where(cls.register)}: plugin {name!r}: register() failed: {exc!r}"
         ) from exc
-    for hook, handler in plugin.__dict__.get("_registered_hooks", []):
+    for hook, handler, _ in plugin.__dict__.get("_registered_hooks", []):
         _check_handler(plugin, hook, handler)
     return plugin
 

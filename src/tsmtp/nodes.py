@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import trio
 
+from . import hooks
 from .config import Listener, ServerConfig
 from .log import Level, log
 from .server import Server
@@ -61,7 +62,7 @@ class Master:
         return {**os.environ, WORKER_FDS: spec}
 
     async def run(self) -> None:
-        await self.server.runner.run("init_master", None, self.server.context)
+        await self.server.runner.run(hooks.init_master, self.server.context)
         count = self.config.node_count
         log(
             Level.NOTICE,

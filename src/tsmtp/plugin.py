@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import NamedTuple
 
 import msgspec
 from typing_extensions import override
 
 from .connection import Connection, ServerContext
-from .hooks import (
-    AuthHook,
-    BounceHook,
-    CapabilitiesHook,
-    ConnectionHook,
-    ConnectionHookName,
-    Credentials,
-    DeferredHook,
-    DeliveredHook,
-    Denial,
-    DenyHook,
-    GetMxHook,
-    HelloHook,
-    MailHook,
-    QueueOkHook,
-    RcptHook,
-    RcptOkHook,
-    SendEmailHook,
-    ServerHook,
-    UnrecognizedCommandHook,
-    VrfyHook,
-)
+from .hookargs import Credentials, Denial
 from .log import LogMethods
 from .outbound import Bounce, Deferral, Delivery, OutboundMail
 from .protocol import Address, MailParams, RcptParams
 from .verdict import Outcome
+
+#: A handler for a hook of the plugin's own (``register_custom_hook``).
+CustomHook = Callable[[Connection, str, str], Awaitable[Outcome]]
+
+
+class Registration(NamedTuple):
+    """A handler added with ``register_hook``."""
+
+    hook: str
+    handler: Callable[..., Awaitable[Outcome]]
+    priority: int
 
 
 class PluginConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -68,169 +58,139 @@ class Plugin(LogMethods):
         return self.name or type(self).__name__
 
     def register(self) -> None:
-        """Called once after loading: call :meth:`register_hook` here to add handlers."""
+        """Called once after loading: add handlers here, ``hooks.rcpt.register(self, fn)``."""
 
     def config_file(self, name: str) -> Path:
         """The path of a file in the config directory (``self.config_file("host_list")``)."""
         return self.config_dir / name
 
-    # --- register_hook: typed for each hook shape ---------------------------------------------
+    # --- adding handlers ----------------------------------------------------------------------
 
-    @overload
-    def register_hook(self, hook: ConnectionHookName, handler: ConnectionHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["helo", "ehlo"], handler: HelloHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["capabilities"], handler: CapabilitiesHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["vrfy"], handler: VrfyHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["mail"], handler: MailHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["rcpt"], handler: RcptHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["rcpt_ok"], handler: RcptOkHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["queue_ok"], handler: QueueOkHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["deny"], handler: DenyHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["auth"], handler: AuthHook) -> None: ...
-    @overload
-    def register_hook(
-        self, hook: Literal["init_master", "init_child"], handler: ServerHook
-    ) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["get_mx"], handler: GetMxHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["send_email"], handler: SendEmailHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["deferred"], handler: DeferredHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["bounce"], handler: BounceHook) -> None: ...
-    @overload
-    def register_hook(self, hook: Literal["delivered"], handler: DeliveredHook) -> None: ...
-    @overload
-    def register_hook(
-        self, hook: Literal["unrecognized_command"], handler: UnrecognizedCommandHook
-    ) -> None: ...
-    def register_hook(self, hook: str, handler: Callable[..., Any]) -> None:
-        """Add ``handler`` for the standard hook ``hook``, after those registered before."""
+    def add_handler(
+        self, hook: str, handler: Callable[..., Awaitable[Outcome]], priority: int = 0
+    ) -> None:
+        """Untyped: use ``hooks.<name>.register(self, handler)``, which mypy checks."""
         if hook not in HOOK_NAMES:
             raise ValueError(f"unknown hook {hook!r}; use register_custom_hook for your own")
-        self.__dict__.setdefault("_registered_hooks", []).append((hook, handler))
+        if not -100 <= priority <= 100:
+            raise ValueError(f"priority must be between -100 and 100, not {priority}")
+        self.__dict__.setdefault("_registered_hooks", []).append(
+            Registration(hook, handler, priority)
+        )
 
-    def register_custom_hook(self, hook: str, handler: UnrecognizedCommandHook) -> None:
+    def register_custom_hook(self, hook: str, handler: CustomHook) -> None:
         """Add a handler for a hook of your own, run when an ``unrecognized_command`` handler
         returns ``Verdict.HOOK(value=hook)``; it receives ``(connection, verb, argument)``."""
         if hook in HOOK_NAMES:
             raise ValueError(f"{hook!r} is a standard hook; use register_hook")
-        self.__dict__.setdefault("_registered_hooks", []).append((hook, handler))
+        self.__dict__.setdefault("_registered_hooks", []).append(Registration(hook, handler, 0))
 
     # --- connection hooks ---------------------------------------------------------------------
 
-    async def hook_connect_init(self, connection: Connection) -> Outcome:
+    async def hook_connect_init(self, connection: Connection, /) -> Outcome:
         """At once on connect, before anything else; every plugin runs, verdict ignored."""
 
-    async def hook_lookup_rdns(self, connection: Connection) -> Outcome:
+    async def hook_lookup_rdns(self, connection: Connection, /) -> Outcome:
         """Find the client's host name: return ``Verdict.OK(value="host.name")``."""
 
-    async def hook_connect(self, connection: Connection) -> Outcome:
+    async def hook_connect(self, connection: Connection, /) -> Outcome:
         """Decide whether to talk to this client (DENY answers 554, DENYSOFT 421)."""
 
-    async def hook_capabilities(self, connection: Connection, capabilities: list[str]) -> Outcome:
+    async def hook_capabilities(
+        self, connection: Connection, capabilities: list[str], /
+    ) -> Outcome:
         """Edit the EHLO keyword list in place (add, remove)."""
 
     async def hook_unrecognized_command(
-        self, connection: Connection, verb: str, argument: str
+        self, connection: Connection, verb: str, argument: str, /
     ) -> Outcome:
         """A command the core does not know. OK with a message replies 250 with it."""
 
-    async def hook_disconnect(self, connection: Connection) -> Outcome:
+    async def hook_disconnect(self, connection: Connection, /) -> Outcome:
         """The connection is over; always runs, for every plugin."""
 
-    async def hook_helo(self, connection: Connection, hostname: str) -> Outcome:
+    async def hook_helo(self, connection: Connection, hostname: str, /) -> Outcome:
         """HELO with the client's name."""
 
-    async def hook_ehlo(self, connection: Connection, hostname: str) -> Outcome:
+    async def hook_ehlo(self, connection: Connection, hostname: str, /) -> Outcome:
         """EHLO with the client's name."""
 
-    async def hook_quit(self, connection: Connection) -> Outcome:
+    async def hook_quit(self, connection: Connection, /) -> Outcome:
         """QUIT."""
 
-    async def hook_vrfy(self, connection: Connection, argument: str) -> Outcome:
+    async def hook_vrfy(self, connection: Connection, argument: str, /) -> Outcome:
         """VRFY: OK answers 250, CONT the default 252."""
 
-    async def hook_noop(self, connection: Connection) -> Outcome:
+    async def hook_noop(self, connection: Connection, /) -> Outcome:
         """NOOP."""
 
-    async def hook_rset(self, connection: Connection) -> Outcome:
+    async def hook_rset(self, connection: Connection, /) -> Outcome:
         """RSET (always answered 250)."""
 
     async def hook_mail(
-        self, connection: Connection, sender: Address, params: MailParams
+        self, connection: Connection, sender: Address, params: MailParams, /
     ) -> Outcome:
         """MAIL FROM; ``connection.transaction`` already exists."""
 
     async def hook_rcpt(
-        self, connection: Connection, recipient: Address, params: RcptParams
+        self, connection: Connection, recipient: Address, params: RcptParams, /
     ) -> Outcome:
         """RCPT TO: some handler must say OK (or the connection be relaying) to accept it."""
 
-    async def hook_rcpt_ok(self, connection: Connection, recipient: Address) -> Outcome:
+    async def hook_rcpt_ok(self, connection: Connection, recipient: Address, /) -> Outcome:
         """A recipient was accepted by ``rcpt``; DENY here still refuses it."""
 
-    async def hook_data(self, connection: Connection) -> Outcome:
+    async def hook_data(self, connection: Connection, /) -> Outcome:
         """The DATA command, before the 354."""
 
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, /) -> Outcome:
         """The whole message is in ``connection.transaction``; decide before it is queued."""
 
-    async def hook_max_data_exceeded(self, connection: Connection) -> Outcome:
+    async def hook_max_data_exceeded(self, connection: Connection, /) -> Outcome:
         """The message was larger than the size limit (it is refused with 552 by default)."""
 
-    async def hook_queue(self, connection: Connection) -> Outcome:
+    async def hook_queue(self, connection: Connection, /) -> Outcome:
         """Store or forward the message; OK means it is safe and the client gets 250."""
 
-    async def hook_queue_outbound(self, connection: Connection) -> Outcome:
+    async def hook_queue_outbound(self, connection: Connection, /) -> Outcome:
         """Like ``queue``, for relayed mail (``connection.relaying``)."""
 
-    async def hook_queue_ok(self, connection: Connection, message: str) -> Outcome:
+    async def hook_queue_ok(self, connection: Connection, message: str, /) -> Outcome:
         """The message was queued; ``message`` is the reply text. Verdict ignored."""
 
-    async def hook_reset_transaction(self, connection: Connection) -> Outcome:
+    async def hook_reset_transaction(self, connection: Connection, /) -> Outcome:
         """The transaction is about to be discarded; always runs."""
 
-    async def hook_auth(self, connection: Connection, credentials: Credentials) -> Outcome:
+    async def hook_auth(self, connection: Connection, credentials: Credentials, /) -> Outcome:
         """AUTH: OK accepts the credentials (235), DENY refuses (535), DENYSOFT is 454."""
 
-    async def hook_deny(self, connection: Connection, denial: Denial) -> Outcome:
+    async def hook_deny(self, connection: Connection, denial: Denial, /) -> Outcome:
         """Another hook refused; OK here turns the refusal into CONT."""
 
-    async def hook_pre_send_trans_email(self, connection: Connection) -> Outcome:
+    async def hook_pre_send_trans_email(self, connection: Connection, /) -> Outcome:
         """A message generated by the server is about to be queued for delivery."""
 
     # --- server and outbound hooks ------------------------------------------------------------
 
-    async def hook_init_master(self, server: ServerContext) -> Outcome:
+    async def hook_init_master(self, server: ServerContext, /) -> Outcome:
         """Once, in the main process, before listening."""
 
-    async def hook_init_child(self, server: ServerContext) -> Outcome:
+    async def hook_init_child(self, server: ServerContext, /) -> Outcome:
         """In each worker process when running several nodes."""
 
-    async def hook_get_mx(self, mail: OutboundMail, domain: str) -> Outcome:
+    async def hook_get_mx(self, mail: OutboundMail, domain: str, /) -> Outcome:
         """Choose where to deliver: OK with ``value`` a MailExchanger or a list of them."""
 
-    async def hook_send_email(self, mail: OutboundMail) -> Outcome:
+    async def hook_send_email(self, mail: OutboundMail, /) -> Outcome:
         """About to attempt delivery; ``Verdict.DELAY(value=seconds)`` postpones it."""
 
-    async def hook_deferred(self, mail: OutboundMail, deferral: Deferral) -> Outcome:
+    async def hook_deferred(self, mail: OutboundMail, deferral: Deferral, /) -> Outcome:
         """Delivery failed temporarily; OK drops the message, DENYSOFT(value=s) sets the delay."""
 
-    async def hook_bounce(self, mail: OutboundMail, bounce: Bounce) -> Outcome:
+    async def hook_bounce(self, mail: OutboundMail, bounce: Bounce, /) -> Outcome:
         """Delivery failed permanently; OK suppresses the bounce message."""
 
-    async def hook_delivered(self, mail: OutboundMail, delivery: Delivery) -> Outcome:
+    async def hook_delivered(self, mail: OutboundMail, delivery: Delivery, /) -> Outcome:
         """Delivered; verdict ignored."""
 
 

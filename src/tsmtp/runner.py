@@ -1,8 +1,9 @@
 """Running one hook across every plugin's handlers, in order, each under its deadline.
 
-Order: plugins in ``config/plugins`` order; within a plugin, handlers added by ``register()``
-first, then its ``hook_*`` methods. The first verdict other than CONT decides and ends the
-chain. A denial runs the ``deny`` hook first, where OK turns the denial back into CONT.
+Order: by priority (lower first; ``hook_*`` methods have 0), then plugins in ``config/plugins``
+order; within a plugin, handlers added by ``register()`` first, then its ``hook_*`` methods.
+The first verdict other than CONT decides and ends the chain. A denial runs the ``deny`` hook
+first, where OK turns the denial back into CONT.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec
 
 import trio
 
+from . import hooks
 from .connection import Connection
-from .hooks import ALWAYS_RUN, RUN_ALL, SERVER_HOOKS, Denial
-from .plugin import HOOK_NAMES, Plugin
+from .hookargs import Denial
+from .hookspec import Chain, HookSpec
+from .plugin import Plugin
 from .verdict import Result, Verdict, as_result
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +31,7 @@ class Handler:
     hook: str
     fn: Callable[..., Coroutine[Any, Any, object]]
     timeout: float
+    priority: int = 0
 
     @property
     def label(self) -> str:
@@ -65,11 +71,7 @@ def _reraise_cancellation(
             raise cancelled
 
 
-#: Verdicts that only some hooks may return.
-_ONLY_FROM = {
-    Verdict.HOOK: frozenset({"unrecognized_command"}),
-    Verdict.DELAY: frozenset({"send_email"}),
-}
+_CUSTOM = HookSpec(Plugin.hook_unrecognized_command)
 
 
 class HookRunner:
@@ -77,58 +79,114 @@ class HookRunner:
 
     def __init__(self, plugins: Iterable[Plugin], default_timeout: float = 30.0) -> None:
         self.plugins = list(plugins)
-        self._handlers: dict[str, list[Handler]] = {}
+        found: dict[str, list[tuple[int, int, Handler]]] = {}
         for plugin in self.plugins:
             timeout = plugin.config.timeout
             if timeout is None:
                 timeout = default_timeout
             timeout = math.inf if timeout <= 0 else timeout
-            for hook, fn in plugin.__dict__.get("_registered_hooks", []):
-                self._handlers.setdefault(hook, []).append(Handler(plugin, hook, fn, timeout))
-            for hook in sorted(HOOK_NAMES):
-                method = getattr(type(plugin), f"hook_{hook}")
-                if method is not getattr(Plugin, f"hook_{hook}"):
-                    bound = getattr(plugin, f"hook_{hook}")
-                    self._handlers.setdefault(hook, []).append(
-                        Handler(plugin, hook, bound, timeout)
-                    )
+            handlers = [
+                (r.hook, r.handler, r.priority)
+                for r in plugin.__dict__.get("_registered_hooks", [])
+            ]
+            for name in hooks.BY_NAME:
+                method = getattr(type(plugin), f"hook_{name}")
+                if method is not getattr(Plugin, f"hook_{name}"):
+                    handlers.append((name, getattr(plugin, f"hook_{name}"), 0))
+            for name, fn, priority in handlers:
+                entries = found.setdefault(name, [])
+                entries.append(
+                    (priority, len(entries), Handler(plugin, name, fn, timeout, priority))
+                )
+        # Lower priority first; equal priorities keep plugin order, then registration order.
+        self._handlers = {
+            name: [handler for _, _, handler in sorted(entries, key=lambda e: e[:2])]
+            for name, entries in found.items()
+        }
 
-    def has(self, hook: str) -> bool:
-        return hook in self._handlers
+    def has(self, hook: HookSpec[Any]) -> bool:
+        return hook.name in self._handlers
 
-    def handlers(self, hook: str) -> list[Handler]:
-        return list(self._handlers.get(hook, ()))
+    def handlers(self, hook: HookSpec[Any] | str) -> list[Handler]:
+        """The handlers of ``hook`` (a spec, or the name of a custom hook), in the order run."""
+        return list(self._handlers.get(hook if isinstance(hook, str) else hook.name, ()))
 
-    async def run(self, hook: str, connection: Connection | None, *args: object) -> Decision:
-        """Run ``hook``'s chain for ``connection`` (None for server and outbound hooks)."""
-        handlers = self._handlers.get(hook)
+    def describe(self) -> list[str]:
+        """For ``tsmtp check --hooks``: each hook with handlers, then its handlers in order."""
+        lines = []
+        names = [*hooks.BY_NAME, *sorted(set(self._handlers) - set(hooks.BY_NAME))]
+        for name in names:
+            handlers = self._handlers.get(name)
+            if not handlers:
+                continue
+            kind = "" if name in hooks.BY_NAME else " (custom)"
+            lines.append(f"{name}{kind}:")
+            for i, handler in enumerate(handlers, 1):
+                timeout = "none" if handler.timeout == math.inf else f"{handler.timeout:g}s"
+                lines.append(
+                    f"  {i}. {handler.label} (priority {handler.priority}, timeout {timeout})"
+                )
+        return lines
+
+    async def run(self, hook: HookSpec[P], *args: P.args, **kwargs: P.kwargs) -> Decision:
+        """Run ``hook``'s chain with ``args`` (for connection hooks the first is the Connection)."""
+        handlers = self._handlers.get(hook.name)
         if not handlers:
             return CONTINUE
-        call_args = args if hook in SERVER_HOOKS else (connection, *args)
-        skip = connection.transaction.skip_plugins if connection and connection.transaction else ()
+        connection = args[0] if hook.takes_connection else None
+        assert connection is None or isinstance(connection, Connection)
+        return await self._chain(hook, handlers, connection, args)
+
+    async def run_custom(
+        self, name: str, connection: Connection, verb: str, argument: str
+    ) -> Decision:
+        """Run a plugin's own hook, as named by ``Verdict.HOOK(value=name)``."""
+        handlers = self._handlers.get(name)
+        if not handlers or name in hooks.BY_NAME:
+            return CONTINUE
+        return await self._chain(_CUSTOM, handlers, connection, (connection, verb, argument))
+
+    async def _chain(
+        self,
+        hook: HookSpec[Any],
+        handlers: list[Handler],
+        connection: Connection | None,
+        args: tuple[Any, ...],
+    ) -> Decision:
+        txn = connection.transaction if connection is not None else None
+        skip = txn.skip_plugins if txn is not None else ()
+        run_all = hook.chain is Chain.ALL
         for handler in handlers:
-            if connection is not None and connection.closing and hook not in ALWAYS_RUN:
+            if connection is not None and connection.closing and not hook.always_run:
                 break
             if handler.plugin.name in skip:
                 continue
-            decision = await self._call(handler, connection, call_args)
-            if hook in RUN_ALL or decision.verdict is Verdict.CONT:
+            decision = await self._call(hook, handler, connection, args)
+            if run_all or decision.verdict is Verdict.CONT:
                 continue
-            if decision.verdict.is_denial and not decision.failed and hook != "deny":
+            if decision.verdict.is_denial and not decision.failed and hook is not hooks.deny:
+                assert connection is not None
                 denial = Denial(
-                    decision.verdict, decision.result.message, handler.plugin.name, hook, args
+                    decision.verdict,
+                    decision.result.message,
+                    handler.plugin.name,
+                    hook.name,
+                    args[1:],
                 )
-                if (
-                    connection is not None
-                    and (await self.run("deny", connection, denial)).verdict is Verdict.OK
-                ):
-                    handler.plugin.loginfo(f"{hook} denial overridden by the deny hook", connection)
+                if (await self.run(hooks.deny, connection, denial)).verdict is Verdict.OK:
+                    handler.plugin.loginfo(
+                        f"{hook.name} denial overridden by the deny hook", connection
+                    )
                     continue
             return decision
         return CONTINUE
 
     async def _call(
-        self, handler: Handler, connection: Connection | None, args: tuple[object, ...]
+        self,
+        hook: HookSpec[Any],
+        handler: Handler,
+        connection: Connection | None,
+        args: tuple[object, ...],
     ) -> Decision:
         plugin = handler.plugin
         try:
@@ -148,19 +206,33 @@ class HookRunner:
             )
             return Decision(Verdict.DENYSOFT("Plugin timeout, try again later"), plugin.name, True)
         result = as_result(outcome)
-        if result is None:
-            plugin.logerror(
-                f"hook {handler.hook} ({handler.label}) returned {outcome!r}, "
-                "not a Verdict, Result or None",
-                connection,
-            )
-            return Decision(Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True)
-        allowed = _ONLY_FROM.get(result.verdict)
-        if allowed is not None and handler.hook not in allowed and handler.hook in HOOK_NAMES:
-            plugin.logerror(
-                f"hook {handler.hook} returned {result.verdict.name}, "
-                f"which only {' or '.join(sorted(allowed))} may",
-                connection,
-            )
+        problem = (
+            f"returned {outcome!r}, not a Verdict, Result or None"
+            if result is None
+            else _misfit(hook, result)
+        )
+        if problem is not None or result is None:
+            plugin.logerror(f"hook {handler.hook} ({handler.label}) {problem}", connection)
             return Decision(Verdict.DENYSOFT("Internal error, try again later"), plugin.name, True)
         return Decision(result, plugin.name)
+
+
+def _misfit(hook: HookSpec[Any], result: Result) -> str | None:
+    """Why ``result`` is not something ``hook`` may return; None if it is."""
+    if hook.chain is Chain.ALL:
+        return None
+    if result.verdict not in hook.verdicts:
+        allowed = ", ".join(sorted(v.name for v in hook.verdicts))
+        return f"returned {result.verdict.name}, which {hook.name} may not (only {allowed})"
+    if (
+        result.value is not None
+        and hook.value is not None
+        and not isinstance(result.value, hook.value)
+    ):
+        want = (
+            " or ".join(t.__name__ for t in hook.value)
+            if isinstance(hook.value, tuple)
+            else hook.value.__name__
+        )
+        return f"returned a value of type {type(result.value).__name__}; {hook.name} needs {want}"
+    return None

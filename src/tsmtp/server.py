@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from . import hooks
 from . import replies as R
 from .config import (
     ConfigError,
@@ -235,7 +236,7 @@ class Server:
         init_child instead: this is one node of several.
         """
         await self.runner.run(
-            "init_master" if sockets is None else "init_child", None, self.context
+            hooks.init_master if sockets is None else hooks.init_child, self.context
         )
         listeners = list(sockets) if sockets is not None else open_sockets(self.config.listen)[0]
         self._set_capacity()

@@ -11,7 +11,6 @@ without a socket.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import ssl
 import typing
@@ -19,16 +18,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 import msgspec
 import trio
 
+from . import hooks
 from .config import Listener, ServerConfig
 from .connection import Connection, Peer, ServerContext
-from .hooks import SERVER_HOOKS
+from .hookspec import HookSpec
 from .loader import instantiate
-from .plugin import HOOK_NAMES, Plugin, PluginConfig
+from .plugin import Plugin, PluginConfig
 from .protocol import Address, MailParams
 from .runner import HookRunner
 from .server import Server
@@ -122,60 +122,54 @@ async def call_hook(
     **kw: HookParams.kwargs,
 ) -> Result: ...
 @overload
-async def call_hook(plugin: Plugin, hook: str, /, *args: object) -> Result: ...
-async def call_hook(target: object, /, *args: object, **kw: object) -> Result:
+async def call_hook(
+    plugin: Plugin,
+    hook: HookSpec[HookParams],
+    /,
+    *args: HookParams.args,
+    **kw: HookParams.kwargs,
+) -> Result: ...
+async def call_hook(target: object, /, *args: Any, **kw: Any) -> Result:
     """Run one hook of one plugin as the server would (deadline; a failure becomes DENYSOFT).
 
-    Give the bound hook method, and mypy checks the arguments against the hook's parameters::
+    Give the bound hook method, or the plugin and the hook from :mod:`tsmtp.hooks` (which also
+    runs handlers added with ``register_hook``); mypy checks the arguments either way::
 
         result = await call_hook(plugin.hook_rcpt, connection, recipient, RcptParams())
+        result = await call_hook(plugin, hooks.rcpt, connection, recipient, RcptParams())
 
-    or the plugin and a hook name, which also runs handlers added with ``register_hook``
-    (``call_hook(plugin, "rcpt", connection, recipient, RcptParams())``). Either way the
-    plugin's whole chain for that hook runs, and an unknown hook name or arguments that do not
-    fit the hook raise at once (``ValueError``, ``TypeError``) instead of returning a verdict.
+    The plugin's whole chain for that hook runs. Arguments that do not fit the hook raise
+    ``TypeError`` at once instead of becoming a verdict.
     """
     if kw:
         raise TypeError("call_hook: hook arguments are positional")
     if isinstance(target, Plugin):
-        if not args or not isinstance(args[0], str):
-            raise TypeError("call_hook(plugin, hook, *args): the hook name must be a str")
-        plugin, hook, args = target, args[0], args[1:]
+        if not args or not isinstance(args[0], HookSpec):
+            raise TypeError("call_hook(plugin, hook, *args): hook is a spec such as hooks.rcpt")
+        plugin, spec, args = target, args[0], args[1:]
     else:
         owner = getattr(target, "__self__", None)
         name = str(getattr(target, "__name__", ""))
-        if not isinstance(owner, Plugin) or not name.startswith("hook_"):
+        if not isinstance(owner, Plugin) or name.removeprefix("hook_") not in hooks.BY_NAME:
             raise TypeError(
                 f"call_hook: {target!r} is neither a plugin's hook_* method nor a plugin"
             )
-        plugin, hook = owner, name.removeprefix("hook_")
-    _check_hook_call(plugin, hook, args)
+        plugin, spec = owner, hooks.BY_NAME[name.removeprefix("hook_")]
+    _check_hook_call(spec, args)
     runner = HookRunner([plugin], plugin.server.config.plugins.timeout)
-    if hook in SERVER_HOOKS:
-        return (await runner.run(hook, None, *args)).result
-    connection = args[0]
-    assert isinstance(connection, Connection)
-    return (await runner.run(hook, connection, *args[1:])).result
+    return (await runner.run(spec, *args)).result
 
 
-def _check_hook_call(plugin: Plugin, hook: str, args: tuple[object, ...]) -> None:
-    """Raise if ``hook`` is not a hook of ``plugin`` or ``args`` do not fit its parameters."""
-    if hook not in HOOK_NAMES:
-        custom = {name for name, _ in plugin.__dict__.get("_registered_hooks", [])}
-        if hook not in custom:
-            close = difflib.get_close_matches(hook, sorted(HOOK_NAMES | custom), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"call_hook: {hook!r} is not a hook of plugin {plugin.name!r}{hint}")
-        spec: Callable[..., object] = Plugin.hook_unrecognized_command
-    else:
-        spec = getattr(Plugin, f"hook_{hook}")
-    signature = inspect.signature(spec)
-    expected = f"{hook}{str(signature).replace(chr(39), '')}"
+def _check_hook_call(spec: HookSpec[Any], args: tuple[object, ...]) -> None:
+    """Raise if ``args`` do not fit the parameters of ``spec``."""
+    method = getattr(Plugin, f"hook_{spec.name}")
+    signature = inspect.signature(method)
+    expected = f"{spec.name}{spec.signature}"
     try:
-        bound = signature.bind(plugin, *args)
+        bound = signature.bind(None, *args)
     except TypeError as exc:
         raise TypeError(f"call_hook: wrong arguments for {expected}: {exc}") from None
-    hints = typing.get_type_hints(spec)
+    hints = typing.get_type_hints(method)
     for name, value in list(bound.arguments.items())[1:]:
         wanted = typing.get_origin(hints.get(name)) or hints.get(name)
         if isinstance(wanted, type) and not isinstance(value, wanted):

@@ -7,7 +7,7 @@ them, the ignore becomes unused and mypy fails.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import assert_type
 
 import tsmtp
@@ -23,14 +23,15 @@ from tsmtp import (
     Outcome,
     Plugin,
     PluginConfig,
-    RcptHook,
     RcptParams,
     Result,
     ServerContext,
     Transaction,
     Verdict,
+    hooks,
     override,
 )
+from tsmtp.runner import Decision, HookRunner
 from tsmtp.testing import call_hook, make_connection
 
 # --- verdicts and results -------------------------------------------------------------------
@@ -88,18 +89,18 @@ class GoodPlugin(Plugin):
         assert_type(self.config, LimitConfig)
         assert_type(self.config.timeout, float | None)
         assert_type(self.server, ServerContext)
-        self.register_hook("queue", self.queue_first)
-        self.register_hook("queue", self.queue_second)
-        self.register_hook("rcpt", self.check_rcpt)
-        self.register_hook("helo", self.check_hello)
-        self.register_hook("ehlo", self.check_hello)
-        self.register_hook("deny", self.on_deny)
-        self.register_hook("init_master", self.at_start)
+        hooks.queue.register(self, self.queue_first)
+        hooks.queue.register(self, self.queue_second)
+        hooks.rcpt.register(self, self.check_rcpt)
+        hooks.helo.register(self, self.check_hello)
+        hooks.ehlo.register(self, self.check_hello)
+        hooks.deny.register(self, self.on_deny)
+        hooks.init_master.register(self, self.at_start)
         self.register_custom_hook("x-custom", self.custom)
-        self.register_hook("x-custom", self.custom)  # type: ignore[call-overload]
-        self.register_hook("auth", self.check_password)
-        handler: RcptHook = self.check_rcpt
-        self.register_hook("rcpt", handler)
+        hooks.get_mx.register(self, self.custom)  # type: ignore[arg-type]
+        hooks.auth.register(self, self.check_password)
+        handler: Callable[[Connection, Address, RcptParams], Awaitable[Outcome]] = self.check_rcpt
+        hooks.rcpt.register(self, handler, priority=-10)
 
     async def queue_first(self, connection: Connection) -> Outcome:
         return None
@@ -167,7 +168,7 @@ async def hooks_can_be_called() -> None:
     recipient = Address("a", "b.example")
     assert_type(await plugin.hook_rcpt(make_connection(), recipient, RcptParams()), Outcome)
     connection = make_connection()
-    assert_type(await call_hook(plugin, "rcpt", connection, recipient, RcptParams()), Result)
+    assert_type(await call_hook(plugin, hooks.rcpt, connection, recipient, RcptParams()), Result)
     assert_type(await call_hook(plugin.hook_rcpt, connection, recipient, RcptParams()), Result)
     await call_hook(plugin.hook_rcpt, connection, recipient)  # type: ignore[call-overload]
     await call_hook(plugin.hook_rcpt, connection, "a@b.example", RcptParams())  # type: ignore[call-overload]
@@ -224,11 +225,11 @@ class MissingOverride(Plugin):
 class WrongHandlers(Plugin):
     @override
     def register(self) -> None:
-        self.register_hook("queue", self.wrong_shape)  # type: ignore[call-overload]
-        self.register_hook("queue", self.not_async)  # type: ignore[call-overload]
-        self.register_hook("rcpt", self.wrong_shape)  # type: ignore[call-overload]
-        self.register_hook("helo", self.wrong_types)  # type: ignore[call-overload]
-        self.register_hook("auth", self.wrong_types)  # type: ignore[call-overload]
+        hooks.queue.register(self, self.wrong_shape)  # type: ignore[arg-type]
+        hooks.queue.register(self, self.not_async)  # type: ignore[arg-type]
+        hooks.rcpt.register(self, self.wrong_shape)  # type: ignore[arg-type]
+        hooks.helo.register(self, self.wrong_types)  # type: ignore[arg-type]
+        hooks.auth.register(self, self.wrong_types)  # type: ignore[arg-type]
 
     async def wrong_shape(self, connection: Connection, recipient: Address) -> Outcome:
         return None
@@ -238,3 +239,11 @@ class WrongHandlers(Plugin):
 
     async def wrong_types(self, connection: Connection, hostname: int) -> Outcome:
         return None
+
+
+async def core_hook_calls_are_checked(runner: HookRunner, connection: Connection) -> None:
+    recipient = Address("a", "b.example")
+    assert_type(await runner.run(hooks.rcpt, connection, recipient, RcptParams()), Decision)
+    await runner.run(hooks.rcpt, connection, "a@b.example", RcptParams())  # type: ignore[arg-type]
+    await runner.run(hooks.rcpt, connection, recipient)  # type: ignore[call-arg]
+    await runner.run(hooks.helo, connection)  # type: ignore[call-arg]

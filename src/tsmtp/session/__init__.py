@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from .. import hooks as H
 from .. import replies as R
 from ..connection import Hello
 from ..protocol import (
@@ -77,11 +78,11 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             self._idle_over()
             if self._admitted_as is not None:
                 self.runtime.limiter.release(self._admitted_as)
-            if conn.transaction is not None or (self._connected and self.runner.has("disconnect")):
+            if conn.transaction is not None or (self._connected and self.runner.has(H.disconnect)):
                 with trio.CancelScope(shield=True):
                     await self._end_transaction()
                     if self._connected:
-                        await self.runner.run("disconnect", conn)
+                        await self.runner.run(H.disconnect, conn)
             if isinstance(self.stream, SocketStream):
                 self.stream.close()
             else:
@@ -94,16 +95,16 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
     async def _converse(self) -> None:
         conn = self.conn
         self._connected = True
-        await self.runner.run("connect_init", conn)
+        await self.runner.run(H.connect_init, conn)
         refused = False
-        if self.runner.has("lookup_rdns"):
-            decision = await self.runner.run("lookup_rdns", conn)
+        if self.runner.has(H.lookup_rdns):
+            decision = await self.runner.run(H.lookup_rdns, conn)
             if decision.verdict is Verdict.OK and isinstance(decision.result.value, str):
                 conn.remote.host = decision.result.value
             else:
                 refused = await self._refused_at_connect(decision, R.RDNS_DENY, R.RDNS_DENYSOFT)
         if not refused:
-            decision = await self.runner.run("connect", conn)
+            decision = await self.runner.run(H.connect, conn)
             if await self._talked_early():
                 conn.lognotice(f"refused {conn.remote}: talked before the greeting")
                 self.reply(R.EARLY_TALKER)
@@ -196,7 +197,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         conn = self.conn
         name = parse_hello(argument, verb)
         await self._end_transaction()
-        decision = await self.runner.run(verb.lower(), conn, name)
+        decision = await self.runner.run(H.ehlo if verb == "EHLO" else H.helo, conn, name)
         if self._refuses(decision):
             conn.hello = None
             self._refuse(decision, R.HELO_DENY, R.HELO_DENYSOFT)
@@ -222,7 +223,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             capabilities.append("STARTTLS")
         if self._auth_available():
             capabilities.append("AUTH " + " ".join(self.config.auth.mechanisms))
-        await self.runner.run("capabilities", conn, capabilities)
+        await self.runner.run(H.capabilities, conn, capabilities)
         keywords = {c.split(" ", 1)[0].upper() for c in capabilities}
         self._mail_params = frozenset(
             param for keyword, param in _MAIL_PARAMS_BY_KEYWORD.items() if keyword in keywords
@@ -232,28 +233,28 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
 
     async def _rset(self, argument: str) -> None:
         self._require_no_argument("RSET", argument)
-        decision = await self.runner.run("rset", self.conn)
+        decision = await self.runner.run(H.rset, self.conn)
         await self._end_transaction()
         if decision.verdict.disconnects:
             self._refuse(decision, R.RSET_DENY, R.RSET_DENYSOFT)
         self.reply(R.OK)
 
     async def _noop(self, argument: str) -> None:
-        decision = await self.runner.run("noop", self.conn)
+        decision = await self.runner.run(H.noop, self.conn)
         if self._refuses(decision):
             self._refuse(decision, R.NOOP_DENY, R.NOOP_DENYSOFT)
             return
         self.reply(self._accept(decision, R.OK))
 
     async def _quit(self, argument: str) -> None:
-        await self.runner.run("quit", self.conn)
+        await self.runner.run(H.quit, self.conn)
         self.reply(Reply.of(221, f"{self.config.hostname} closing connection", "2.0.0"))
         raise CloseSession
 
     async def _vrfy(self, argument: str) -> None:
         if not argument:
             raise ProtocolError(501, "5.5.4", "Syntax: VRFY address")
-        decision = await self.runner.run("vrfy", self.conn, argument)
+        decision = await self.runner.run(H.vrfy, self.conn, argument)
         if self._refuses(decision):
             self._refuse(decision, R.VRFY_DENY, R.VRFY_DENYSOFT)
         elif decision.verdict is Verdict.OK:
@@ -266,7 +267,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
 
     async def _unrecognized(self, verb: str, argument: str) -> None:
         conn = self.conn
-        decision = await self.runner.run("unrecognized_command", conn, verb, argument)
+        decision = await self.runner.run(H.unrecognized_command, conn, verb, argument)
         if decision.verdict is Verdict.HOOK:
             name = decision.result.value
             if not isinstance(name, str) or name == "unrecognized_command":
@@ -275,7 +276,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
                 )
                 self.reply(R.UNRECOGNIZED_SOFT)
                 return
-            decision = await self.runner.run(name, conn, verb, argument)
+            decision = await self.runner.run_custom(name, conn, verb, argument)
         if decision.verdict is Verdict.OK:
             self.reply(self._accept(decision, R.OK))
             return

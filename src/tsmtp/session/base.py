@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .. import hooks as H
 from .. import replies as R
 from ..config import Listener, ServerConfig
 from ..connection import Connection, Peer, ServerContext, TLSInfo
@@ -343,7 +344,7 @@ class SessionBase:
         if txn is None:
             return
         try:
-            await self.runner.run("reset_transaction", self.conn)
+            await self.runner.run(H.reset_transaction, self.conn)
         finally:
             txn.discard()
             self.conn.transaction = None
@@ -362,15 +363,15 @@ class SessionBase:
         """Received header, data_post, then queue or queue_outbound: the final reply."""
         conn = self.conn
         txn.add_header("Received", self._received_header(txn))
-        decision = await self.runner.run("data_post", conn)
+        decision = await self.runner.run(H.data_post, conn)
         if self._refuses(decision):
             return self._final_refusal(decision, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT)
-        hook = "queue_outbound" if conn.relaying else "queue"
+        hook = H.queue_outbound if conn.relaying else H.queue
         decision = await self.runner.run(hook, conn)
         if self._refuses(decision):
             return self._final_refusal(decision, R.QUEUE_DENY, R.QUEUE_DENYSOFT)
         if decision.verdict is not Verdict.OK:
-            conn.logerror(f"no {hook} plugin accepted the message; answering 451")
+            conn.logerror(f"no {hook.name} plugin accepted the message; answering 451")
             return Reply(451, (f"{R.QUEUE_DECLINED.text} ({txn.uuid})",), "4.3.0")
         reply = self._accept(decision, Reply.of(250, f"Message queued as {txn.uuid}", "2.0.0"))
         if self._info:
@@ -378,7 +379,7 @@ class SessionBase:
                 f"queued {txn.uuid}: from {txn.sender.bracketed()} to {len(txn.recipients)} "
                 f"recipient(s), {txn.message_size()} octets"
             )
-        await self.runner.run("queue_ok", conn, reply.text)
+        await self.runner.run(H.queue_ok, conn, reply.text)
         return reply
 
     def _received_header(self, txn: Transaction) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import trio
 
+from .. import hooks as H
 from .. import replies as R
 from ..protocol import (
     Reply,
@@ -30,7 +31,7 @@ class Chunking(SessionBase):
             refusal = R.NO_RECIPIENTS
         elif self._chunking is None:
             self._chunking = ChunkingState()
-            decision = await self.runner.run("data", conn)
+            decision = await self.runner.run(H.data, conn)
             if self._refuses(decision):
                 if decision.verdict.disconnects:
                     self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
@@ -47,7 +48,7 @@ class Chunking(SessionBase):
         await self._read_chunk(size, sink)
         chunking.size += size
         if chunking.refusal is None and chunking.size > limit:
-            decision = await self.runner.run("max_data_exceeded", conn)
+            decision = await self.runner.run(H.max_data_exceeded, conn)
             chunking.refusal = (
                 self._refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
                 if self._refuses(decision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from .. import hooks as H
 from .. import replies as R
 from ..protocol import (
     DataReader,
@@ -56,7 +57,7 @@ class Envelope(SessionBase):
             spool_threshold=data.spool_threshold,
             spool_dir=data.spool_dir,
         )
-        decision = await self.runner.run("mail", conn, mail.sender, params)
+        decision = await self.runner.run(H.mail, conn, mail.sender, params)
         path = mail.sender.bracketed()
         if self._refuses(decision):
             await self._end_transaction()
@@ -96,7 +97,7 @@ class Envelope(SessionBase):
             return
         hard = Reply.of(550, f"recipient {path} denied", "5.7.1")
         soft = Reply.of(450, R.RCPT_DENYSOFT_TEXT.format(path), "4.7.1")
-        decision = await self.runner.run("rcpt", conn, recipient, rcpt.params)
+        decision = await self.runner.run(H.rcpt, conn, recipient, rcpt.params)
         if self._refuses(decision):
             self._refuse_recipient(path, decision.plugin, decision, hard, soft)
             return
@@ -106,7 +107,7 @@ class Envelope(SessionBase):
             self._log_refused_recipient(path, "no plugin accepted it, no relaying", refusal)
             self.reply(refusal)
             return
-        check = await self.runner.run("rcpt_ok", conn, recipient)
+        check = await self.runner.run(H.rcpt_ok, conn, recipient)
         if self._refuses(check):
             self._refuse_recipient(path, check.plugin, check, hard, soft)
             return
@@ -140,7 +141,7 @@ class Envelope(SessionBase):
         if self._chunking is not None:
             self.error(R.DATA_AFTER_BDAT)
             return
-        decision = await self.runner.run("data", conn)
+        decision = await self.runner.run(H.data, conn)
         if self._refuses(decision):
             await self._end_transaction()
             self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
@@ -182,7 +183,7 @@ class Envelope(SessionBase):
         conn = self.conn
         if reader.too_big:
             conn.lognotice(f"message too big: {reader.size} octets")
-            decision = await self.runner.run("max_data_exceeded", conn)
+            decision = await self.runner.run(H.max_data_exceeded, conn)
             if self._refuses(decision):
                 return self._final_refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
             return R.TOO_BIG

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import trio
 
+from .. import hooks as H
 from .. import replies as R
-from ..hooks import Credentials
+from ..hookargs import Credentials
 from ..protocol import (
     LINE_TOO_LONG,
     ProtocolError,
@@ -100,7 +101,7 @@ class TLSAndAuth(SessionBase):
             username, authzid = decode_identity(user), ""
             password = decode_text(await self._read_response("UGFzc3dvcmQ6"))
         credentials = Credentials(mechanism, username, password, authzid)
-        decision = await self.runner.run("auth", conn, credentials)
+        decision = await self.runner.run(H.auth, conn, credentials)
         # Acting as someone else needs the auth hook's explicit consent: OK with that identity
         # as its value. A hook that only checked the password gives none.
         if (
