@@ -18,6 +18,7 @@ from typing import Any
 from .hookargs import Credentials, Denial
 from .hookspec import CONVERSATION_VERDICTS, SERVER_VERDICTS, Chain, HookSpec
 from .plugin import Plugin
+from .protocol import Address
 from .verdict import Verdict
 
 __all__ = [
@@ -39,7 +40,7 @@ ehlo = HookSpec(Plugin.hook_ehlo)
 capabilities = HookSpec(Plugin.hook_capabilities, ALL)
 auth = HookSpec(Plugin.hook_auth, value=str)
 mail = HookSpec(Plugin.hook_mail)
-rcpt = HookSpec(Plugin.hook_rcpt)
+rcpt = HookSpec(Plugin.hook_rcpt, value=(Address, list))
 rcpt_ok = HookSpec(Plugin.hook_rcpt_ok)
 data = HookSpec(Plugin.hook_data)
 max_data_exceeded = HookSpec(Plugin.hook_max_data_exceeded)

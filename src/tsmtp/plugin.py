@@ -135,7 +135,11 @@ class Plugin(LogMethods):
     async def hook_rcpt(
         self, connection: Connection, recipient: Address, params: RcptParams, /
     ) -> Outcome:
-        """RCPT TO: some handler must say OK (or the connection be relaying) to accept it."""
+        """RCPT TO: some handler must say OK (or the connection be relaying) to accept it.
+
+        ``Verdict.OK(value=address)`` or ``value=[addresses]`` accepts it and puts those in its
+        place (aliases, expansion); the original is kept as ``Recipient.original``.
+        """
 
     async def hook_rcpt_ok(self, connection: Connection, recipient: Address, /) -> Outcome:
         """A recipient was accepted by ``rcpt``; DENY here still refuses it."""

@@ -51,10 +51,15 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """An accepted recipient and the parameters given with it."""
+    """An accepted recipient and the parameters given with it.
+
+    ``original`` is the address the client gave when a rcpt hook rewrote it (an alias, say): a
+    delivery status notification reports that one (RFC 3461 ORCPT) unless the client sent ORCPT.
+    """
 
     address: Address
     params: RcptParams
+    original: Address | None = None
 
     @override
     def __str__(self) -> str:

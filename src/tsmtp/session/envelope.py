@@ -7,6 +7,7 @@ import trio
 from .. import hooks as H
 from .. import replies as R
 from ..protocol import (
+    Address,
     DataReader,
     ProtocolError,
     Reply,
@@ -107,12 +108,46 @@ class Envelope(SessionBase):
             self._log_refused_recipient(path, "no plugin accepted it, no relaying", refusal)
             self.reply(refusal)
             return
-        check = await self.runner.run(H.rcpt_ok, conn, recipient)
-        if self._refuses(check):
-            self._refuse_recipient(path, check.plugin, check, hard, soft)
+        addresses = self._rewritten(recipient, decision)
+        if addresses is None:
+            self.reply(soft)
             return
-        txn.recipients.append(Recipient(recipient, rcpt.params))
+        known = {r.address for r in txn.recipients}
+        addresses = [a for a in dict.fromkeys(addresses) if a not in known]
+        if len(txn.recipients) + len(addresses) > self.config.limits.max_recipients:
+            self.reply(R.TOO_MANY_RECIPIENTS)
+            return
+        for address in addresses:
+            check = await self.runner.run(H.rcpt_ok, conn, address)
+            if self._refuses(check):
+                self._refuse_recipient(path, check.plugin, check, hard, soft)
+                return
+        original = None if addresses == [recipient] else recipient
+        txn.recipients.extend(Recipient(a, rcpt.params, original) for a in addresses)
+        if original is not None:
+            conn.loginfo(
+                f"recipient {path} rewritten by {decision.plugin} to "
+                + (", ".join(a.bracketed() for a in addresses) or "nothing new")
+            )
         self.reply(self._accept(decision, Reply.of(250, f"recipient {path} OK", "2.1.5")))
+
+    def _rewritten(self, recipient: Address, decision: Decision) -> list[Address] | None:
+        """The addresses a rcpt verdict puts in the recipient's place; None if it gave junk."""
+        value = decision.result.value
+        if value is None or decision.verdict is not Verdict.OK:
+            return [recipient]
+        addresses = [value] if isinstance(value, Address) else value
+        if (
+            isinstance(addresses, list)
+            and addresses
+            and all(isinstance(a, Address) and a.domain for a in addresses)
+        ):
+            return addresses
+        self.conn.logerror(
+            f"{decision.plugin}: rcpt OK needs an Address or a non-empty list of them, "
+            f"got {value!r}"
+        )
+        return None
 
     def _refuse_recipient(
         self, path: str, plugin: str | None, decision: Decision, hard: Reply, soft: Reply
