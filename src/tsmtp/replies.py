@@ -1,4 +1,5 @@
-"""The default reply for every command and hook outcome, in one place."""
+"""The default reply for every command and hook outcome (the replies for commands out of
+sequence live with their rules, in protocol.sequencing)."""
 
 from __future__ import annotations
 
@@ -39,13 +40,6 @@ UNRECOGNIZED = Reply.of(500, "Unrecognized command", "5.5.1")
 UNRECOGNIZED_SOFT = Reply.of(450, "Command refused, try again later", "4.5.1")
 NOT_IMPLEMENTED = Reply.of(502, "Command not implemented", "5.5.1")
 OK = Reply.of(250, "OK", "2.0.0")
-BAD_SEQUENCE_GREETING = Reply.of(
-    503, "Bad sequence of commands: this server refused the connection", "5.5.1"
-)
-HELO_FIRST = Reply.of(503, "Send HELO or EHLO first", "5.5.1")
-NESTED_MAIL = Reply.of(503, "Nested MAIL command", "5.5.1")
-MAIL_FIRST = Reply.of(503, "Need MAIL command first", "5.5.1")
-NO_RECIPIENTS = Reply.of(554, "No valid recipients", "5.5.1")
 TOO_MANY_RECIPIENTS = Reply.of(452, "Too many recipients", "4.5.3")
 TOO_MANY_ERRORS = Reply.of(421, "Too many errors, closing connection", "4.7.0")
 TOO_MANY_REFUSED_RECIPIENTS = Reply.of(
@@ -60,8 +54,6 @@ TOO_MANY_FROM_IP = Reply.of(421, "Too many connections from your address, try la
 RATE_LIMITED = Reply.of(421, "Connection rate limit exceeded, try later", "4.7.0")
 EARLY_TALKER = Reply.of(554, "Protocol error: you talked before my greeting", "5.5.1")
 STARTTLS_READY = Reply.of(220, "Ready to start TLS", "2.0.0")
-STARTTLS_FIRST = Reply.of(530, "Must issue a STARTTLS command first", "5.7.0")
-AUTH_FIRST = Reply.of(530, "Authentication required", "5.7.0")
 AUTH_OK = Reply.of(235, "Authentication successful", "2.7.0")
 AUTH_FAILED = Reply.of(535, "Authentication credentials invalid", "5.7.8")
 AUTH_TEMPFAIL = Reply.of(454, "Temporary authentication failure", "4.7.0")
@@ -69,11 +61,7 @@ AUTH_NEEDS_TLS = Reply.of(
     538, "Encryption required for requested authentication mechanism", "5.7.11"
 )
 AUTH_TOO_MANY = Reply.of(421, "Too many authentication failures", "4.7.0")
-TLS_ALREADY = Reply.of(503, "TLS already active", "5.5.1")
-ALREADY_AUTHENTICATED = Reply.of(503, "Already authenticated", "5.5.1")
-AUTH_IN_TRANSACTION = Reply.of(503, "AUTH is not allowed during a mail transaction", "5.5.1")
 AUTH_UNKNOWN_MECHANISM = Reply.of(504, "Unrecognized authentication mechanism", "5.5.4")
-DATA_AFTER_BDAT = Reply.of(503, "DATA is not allowed after BDAT", "5.5.1")
 SHUTTING_DOWN = Reply.of(421, "Server shutting down, try again later", "4.3.2")
 START_DATA = Reply.of(354, "End data with <CR><LF>.<CR><LF>")
 NEEDS_SMTPUTF8 = Reply.of(553, "Non-ASCII address requires SMTPUTF8", "5.6.7")

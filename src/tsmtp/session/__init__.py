@@ -20,6 +20,7 @@ from ..protocol import (
     ProtocolError,
     Reply,
     parse_hello,
+    sequencing,
     split_command,
 )
 from ..runner import Decision
@@ -172,8 +173,10 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
                 continue
             if self._trace:
                 self.conn.logprotocol(f"C: {command.verb} {command.argument}".rstrip())
-            if self._greeting_refused and command.verb != "QUIT":
-                self.error(R.BAD_SEQUENCE_GREETING)
+            refused = sequencing.refusal(command.verb, self)
+            if refused is not None and command.verb != "BDAT":  # BDAT must still read its chunk
+                self.error(refused)
+                self._check_error_limits()
                 continue
             handler = _COMMANDS.get(command.verb)
             try:
@@ -196,7 +199,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
     async def _hello(self, verb: str, argument: str) -> None:
         conn = self.conn
         name = parse_hello(argument, verb)
-        await self._end_transaction()
+        await self._reset(sequencing.RESETS[verb])
         decision = await self.runner.run(H.ehlo if verb == "EHLO" else H.helo, conn, name)
         if self._refuses(decision):
             conn.hello = None
@@ -234,7 +237,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
     async def _rset(self, argument: str) -> None:
         self._require_no_argument("RSET", argument)
         decision = await self.runner.run(H.rset, self.conn)
-        await self._end_transaction()
+        await self._reset(sequencing.RESETS["RSET"])
         if decision.verdict.disconnects:
             self._refuse(decision, R.RSET_DENY, R.RSET_DENYSOFT)
         self.reply(R.OK)

@@ -25,6 +25,7 @@ from ..protocol import (
     LineBuffer,
     ProtocolError,
     Reply,
+    sequencing,
 )
 from ..runner import Decision, HookRunner
 from ..stream import SocketStream
@@ -348,6 +349,59 @@ class SessionBase:
         finally:
             txn.discard()
             self.conn.transaction = None
+
+    async def _reset(self, what: sequencing.Reset) -> None:
+        """Forget what ``what`` names (the table of resets is in protocol.sequencing)."""
+        conn = self.conn
+        if sequencing.Reset.TRANSACTION in what:
+            await self._end_transaction()
+        if sequencing.Reset.GREETING in what:
+            conn.hello = None
+        if sequencing.Reset.AUTH in what and conn.authenticated_user is not None:
+            # What a plain-text AUTH gave goes (the identity, and relaying granted for it);
+            # what comes from the connection itself (the address, relay_acl's decision) stays.
+            conn.loginfo(f"forgetting AUTH identity {conn.authenticated_user!r}")
+            conn.authenticated_user = None
+            conn.relaying = self._relaying_before_auth
+
+    # --- facts for the sequencing table (protocol.sequencing.SessionFacts) ---------------------
+
+    @property
+    def greeting_refused(self) -> bool:
+        return self._greeting_refused
+
+    @property
+    def greeted(self) -> bool:
+        return self.conn.hello is not None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.transaction is not None
+
+    @property
+    def has_recipients(self) -> bool:
+        txn = self.conn.transaction
+        return txn is not None and bool(txn.recipients)
+
+    @property
+    def chunking(self) -> bool:
+        return self._chunking is not None
+
+    @property
+    def tls_active(self) -> bool:
+        return self.conn.tls is not None
+
+    @property
+    def tls_missing(self) -> bool:
+        return self.listener.tls == "required" and self.conn.tls is None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.conn.authenticated_user is not None
+
+    @property
+    def auth_missing(self) -> bool:
+        return self.listener.require_auth and self.conn.authenticated_user is None
 
     def _require_no_argument(self, verb: str, argument: str) -> None:
         if argument:

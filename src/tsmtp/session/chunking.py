@@ -11,6 +11,7 @@ from .. import replies as R
 from ..protocol import (
     Reply,
     parse_bdat,
+    sequencing,
 )
 from .base import ChunkingState, ClientGone, SessionBase
 
@@ -24,12 +25,8 @@ class Chunking(SessionBase):
         conn = self.conn
         size, last = parse_bdat(argument)
         txn = conn.transaction
-        refusal: Reply | None = None
-        if txn is None:
-            refusal = R.MAIL_FIRST
-        elif not txn.recipients:
-            refusal = R.NO_RECIPIENTS
-        elif self._chunking is None:
+        refusal = sequencing.refusal("BDAT", self)
+        if refusal is None and self._chunking is None:
             self._chunking = ChunkingState()
             decision = await self.runner.run(H.data, conn)
             if self._refuses(decision):
@@ -39,7 +36,7 @@ class Chunking(SessionBase):
         chunking = self._chunking
         if refusal is not None or txn is None or chunking is None:
             await self._read_chunk(size, None)  # the chunk still arrives: consume it
-            self.error(refusal or R.MAIL_FIRST)
+            self.error(refusal or sequencing.MAIL_FIRST)
             return
         limit = self.config.limits.max_message_size
         sink = (

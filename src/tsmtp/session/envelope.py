@@ -27,18 +27,6 @@ class Envelope(SessionBase):
 
     async def _mail(self, argument: str) -> None:
         conn = self.conn
-        if conn.hello is None:
-            self.error(R.HELO_FIRST)
-            return
-        if conn.transaction is not None:
-            self.error(R.NESTED_MAIL)
-            return
-        if self.listener.tls == "required" and conn.tls is None:
-            self.error(R.STARTTLS_FIRST)
-            return
-        if self.listener.require_auth and conn.authenticated_user is None:
-            self.error(R.AUTH_FIRST)
-            return
         mail = parse_mail(argument, self._mail_params)
         params = mail.params
         if params.extra:
@@ -73,9 +61,7 @@ class Envelope(SessionBase):
     async def _rcpt(self, argument: str) -> None:
         conn = self.conn
         txn = conn.transaction
-        if txn is None:
-            self.error(R.MAIL_FIRST)
-            return
+        assert txn is not None  # the sequencing table saw to it
         rcpt = parse_rcpt(argument, self._rcpt_params)
         if rcpt.params.extra:
             raise ProtocolError(
@@ -167,15 +153,7 @@ class Envelope(SessionBase):
         conn = self.conn
         self._require_no_argument("DATA", argument)
         txn = conn.transaction
-        if txn is None:
-            self.error(R.MAIL_FIRST)
-            return
-        if not txn.recipients:
-            self.error(R.NO_RECIPIENTS)
-            return
-        if self._chunking is not None:
-            self.error(R.DATA_AFTER_BDAT)
-            return
+        assert txn is not None  # the sequencing table saw to it
         decision = await self.runner.run(H.data, conn)
         if self._refuses(decision):
             await self._end_transaction()

@@ -11,6 +11,7 @@ from ..protocol import (
     LINE_TOO_LONG,
     ProtocolError,
     Reply,
+    sequencing,
 )
 from ..protocol.sasl import decode_identity, decode_response, decode_text, parse_plain
 from ..runner import Decision
@@ -25,9 +26,6 @@ class TLSAndAuth(SessionBase):
 
     async def _starttls(self, argument: str) -> None:
         conn = self.conn
-        if conn.tls is not None:
-            self.error(R.TLS_ALREADY)
-            return
         if not self._starttls_available():
             self.error(R.NOT_IMPLEMENTED)
             return
@@ -39,15 +37,7 @@ class TLSAndAuth(SessionBase):
             conn.lognotice(f"discarded {len(injected)} octets sent before the TLS handshake")
         if not await self._handshake():
             raise CloseSession
-        # RFC 3207 section 4.2: forget everything learned from the client before TLS. What a
-        # plain-text AUTH gave (the identity, and relaying granted for it) goes too; what comes
-        # from the connection itself (the address, relay_acl's decision) stays.
-        await self._end_transaction()
-        conn.hello = None
-        if conn.authenticated_user is not None:
-            conn.loginfo(f"forgetting AUTH identity {conn.authenticated_user!r} after STARTTLS")
-            conn.authenticated_user = None
-            conn.relaying = self._relaying_before_auth
+        await self._reset(sequencing.RESETS["STARTTLS"])
 
     async def _read_response(self, challenge: str) -> bytes:
         """Send a 334 challenge and read the client's base64 line."""
@@ -75,12 +65,6 @@ class TLSAndAuth(SessionBase):
             self.error(
                 R.AUTH_NEEDS_TLS if needs_tls and self.config.auth.mechanisms else R.NOT_IMPLEMENTED
             )
-            return
-        if conn.authenticated_user is not None:
-            self.error(R.ALREADY_AUTHENTICATED)
-            return
-        if conn.transaction is not None:
-            self.error(R.AUTH_IN_TRANSACTION)
             return
         mechanism, _, initial = argument.partition(" ")
         mechanism = mechanism.upper()
