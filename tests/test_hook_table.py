@@ -180,3 +180,11 @@ def test_check_hooks_prints_each_hooks_handlers_in_order(
         "queue_outbound:",
         "  1. queue.discard:hook_queue_outbound (priority 0, timeout none)",
     ]
+
+
+def test_every_hook_has_a_permanent_and_a_temporary_default_refusal() -> None:
+    for spec in hooks.BY_NAME.values():
+        assert spec.deny.code // 100 == 5 and spec.deny.enhanced is not None, spec
+        assert spec.denysoft.code // 100 == 4 and spec.denysoft.enhanced is not None, spec
+    assert hooks.connect.deny.code == 554 and hooks.connect.denysoft.code == 421
+    assert hooks.auth.deny.code == 535 and hooks.auth.denysoft.code == 454

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec
 
 from typing_extensions import override
 
+from .protocol import Reply
 from .verdict import Outcome, Verdict
 
 if TYPE_CHECKING:
@@ -39,13 +40,16 @@ CONVERSATION_VERDICTS = frozenset(
         Verdict.DISCONNECT,
     }
 )
+DEFAULT_DENY = Reply.of(550, "Denied", "5.7.1")
+DEFAULT_DENYSOFT = Reply.of(450, "Denied, try again later", "4.7.1")
+
 #: What a server or outbound hook may answer.
 SERVER_VERDICTS = frozenset({Verdict.CONT, Verdict.OK, Verdict.DENY, Verdict.DENYSOFT})
 
 
 class HookSpec(Generic[P]):
     """One hook: its name, the parameters of its handlers (``P``), how its chain runs, which
-    verdicts it may return and what type a returned ``value`` must have.
+    verdicts it may return, what type a returned ``value`` must have and its default refusals.
 
     The parameters come from the matching ``hook_<name>`` method of :class:`~tsmtp.Plugin`, so
     the method and the spec cannot disagree. ``spec.register(plugin, handler)`` adds a handler (mypy
@@ -55,6 +59,8 @@ class HookSpec(Generic[P]):
     __slots__ = (
         "always_run",
         "chain",
+        "deny",
+        "denysoft",
         "doc",
         "name",
         "parameters",
@@ -71,6 +77,7 @@ class HookSpec(Generic[P]):
         verdicts: frozenset[Verdict] | None = None,
         value: type | tuple[type, ...] | None = None,
         always_run: bool = False,
+        refusals: tuple[Reply, Reply] = (DEFAULT_DENY, DEFAULT_DENYSOFT),
     ) -> None:
         name = method.__name__
         if not name.startswith("hook_"):
@@ -87,6 +94,8 @@ class HookSpec(Generic[P]):
         )
         self.value = value
         self.always_run = always_run
+        #: The replies of a DENY and a DENYSOFT that came without a text of their own.
+        self.deny, self.denysoft = refusals
         self.doc = inspect.getdoc(method) or ""
 
     def register(

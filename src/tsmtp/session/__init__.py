@@ -103,14 +103,16 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             if decision.verdict is Verdict.OK and isinstance(decision.result.value, str):
                 conn.remote.host = decision.result.value
             else:
-                refused = await self._refused_at_connect(decision, R.RDNS_DENY, R.RDNS_DENYSOFT)
+                refused = await self._refused_at_connect(
+                    decision, H.lookup_rdns.deny, H.lookup_rdns.denysoft
+                )
         if not refused:
             decision = await self.runner.run(H.connect, conn)
             if await self._talked_early():
                 conn.lognotice(f"refused {conn.remote}: talked before the greeting")
                 self.reply(R.EARLY_TALKER)
                 raise CloseSession
-            refused = await self._refused_at_connect(decision, R.CONNECT_DENY, R.CONNECT_DENYSOFT)
+            refused = await self._refused_at_connect(decision, H.connect.deny, H.connect.denysoft)
         if not refused:
             greeting = self.config.greeting or "ESMTP tsmtp ready"
             self.reply(Reply.of(220, f"{self.config.hostname} {greeting}"))
@@ -203,7 +205,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         decision = await self.runner.run(H.ehlo if verb == "EHLO" else H.helo, conn, name)
         if self._refuses(decision):
             conn.hello = None
-            self._refuse(decision, R.HELO_DENY, R.HELO_DENYSOFT)
+            self._refuse(decision, H.helo.deny, H.helo.denysoft)
             return
         conn.hello = Hello("EHLO" if verb == "EHLO" else "HELO", name)
         remote = conn.remote
@@ -239,13 +241,13 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         decision = await self.runner.run(H.rset, self.conn)
         await self._reset(sequencing.RESETS["RSET"])
         if decision.verdict.disconnects:
-            self._refuse(decision, R.RSET_DENY, R.RSET_DENYSOFT)
+            self._refuse(decision, H.rset.deny, H.rset.denysoft)
         self.reply(R.OK)
 
     async def _noop(self, argument: str) -> None:
         decision = await self.runner.run(H.noop, self.conn)
         if self._refuses(decision):
-            self._refuse(decision, R.NOOP_DENY, R.NOOP_DENYSOFT)
+            self._refuse(decision, H.noop.deny, H.noop.denysoft)
             return
         self.reply(self._accept(decision, R.OK))
 
@@ -259,7 +261,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             raise ProtocolError(501, "5.5.4", "Syntax: VRFY address")
         decision = await self.runner.run(H.vrfy, self.conn, argument)
         if self._refuses(decision):
-            self._refuse(decision, R.VRFY_DENY, R.VRFY_DENYSOFT)
+            self._refuse(decision, H.vrfy.deny, H.vrfy.denysoft)
         elif decision.verdict is Verdict.OK:
             self.reply(self._accept(decision, Reply.of(250, "User OK", "2.1.5")))
         else:
@@ -277,7 +279,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
                 conn.logerror(
                     f"{decision.plugin}: HOOK needs the name of another hook, got {name!r}"
                 )
-                self.reply(R.UNRECOGNIZED_SOFT)
+                self.reply(H.unrecognized_command.denysoft)
                 return
             decision = await self.runner.run_custom(name, conn, verb, argument)
         if decision.verdict is Verdict.OK:
@@ -286,13 +288,13 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         if self._refuses(decision):
             hard = Reply(
                 521 if decision.verdict is Verdict.DENYDISCONNECT else 500,
-                R.UNRECOGNIZED.lines,
+                H.unrecognized_command.deny.lines,
                 "5.5.1",
             )
-            self._refuse(decision, hard, R.UNRECOGNIZED_SOFT)
+            self._refuse(decision, hard, H.unrecognized_command.denysoft)
             return
         conn.logdebug(f"unrecognized command {verb!r}")
-        self.error(R.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else R.UNRECOGNIZED)
+        self.error(R.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else H.unrecognized_command.deny)
 
 
 _COMMANDS: dict[str, Callable[[Session, str], Awaitable[None]]] = {

@@ -419,11 +419,11 @@ class SessionBase:
         txn.add_header("Received", self._received_header(txn))
         decision = await self.runner.run(H.data_post, conn)
         if self._refuses(decision):
-            return self._final_refusal(decision, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT)
+            return self._final_refusal(decision, H.data_post.deny, H.data_post.denysoft)
         hook = H.queue_outbound if conn.relaying else H.queue
         decision = await self.runner.run(hook, conn)
         if self._refuses(decision):
-            return self._final_refusal(decision, R.QUEUE_DENY, R.QUEUE_DENYSOFT)
+            return self._final_refusal(decision, hook.deny, hook.denysoft)
         if decision.verdict is not Verdict.OK:
             conn.logerror(f"no {hook.name} plugin accepted the message; answering 451")
             return Reply(451, (f"{R.QUEUE_DECLINED.text} ({txn.uuid})",), "4.3.0")

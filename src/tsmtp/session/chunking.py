@@ -7,7 +7,6 @@ from collections.abc import Callable
 import trio
 
 from .. import hooks as H
-from .. import replies as R
 from ..protocol import (
     Reply,
     parse_bdat,
@@ -31,8 +30,8 @@ class Chunking(SessionBase):
             decision = await self.runner.run(H.data, conn)
             if self._refuses(decision):
                 if decision.verdict.disconnects:
-                    self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
-                self._chunking.refusal = self._refusal(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+                    self._refuse(decision, H.data.deny, H.data.denysoft)
+                self._chunking.refusal = self._refusal(decision, H.data.deny, H.data.denysoft)
         chunking = self._chunking
         if refusal is not None or txn is None or chunking is None:
             await self._read_chunk(size, None)  # the chunk still arrives: consume it
@@ -47,9 +46,9 @@ class Chunking(SessionBase):
         if chunking.refusal is None and chunking.size > limit:
             decision = await self.runner.run(H.max_data_exceeded, conn)
             chunking.refusal = (
-                self._refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
+                self._refusal(decision, H.max_data_exceeded.deny, H.max_data_exceeded.denysoft)
                 if self._refuses(decision)
-                else R.TOO_BIG
+                else H.max_data_exceeded.deny
             )
         if not last:
             if chunking.refusal is not None:

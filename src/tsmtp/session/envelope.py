@@ -35,7 +35,7 @@ class Envelope(SessionBase):
             self.reply(R.NEEDS_SMTPUTF8)
             return
         if params.size is not None and params.size > self.config.limits.max_message_size:
-            self.reply(R.TOO_BIG)
+            self.reply(H.max_data_exceeded.deny)
             return
         conn.transaction_count += 1
         data = self.config.data
@@ -157,7 +157,7 @@ class Envelope(SessionBase):
         decision = await self.runner.run(H.data, conn)
         if self._refuses(decision):
             await self._end_transaction()
-            self._refuse(decision, R.DATA_DENY, R.DATA_DENYSOFT)
+            self._refuse(decision, H.data.deny, H.data.denysoft)
             return
         self.reply(R.START_DATA)
         # On any exceptional exit the transaction is ended by run(), shielded from cancellation.
@@ -198,8 +198,10 @@ class Envelope(SessionBase):
             conn.lognotice(f"message too big: {reader.size} octets")
             decision = await self.runner.run(H.max_data_exceeded, conn)
             if self._refuses(decision):
-                return self._final_refusal(decision, R.TOO_BIG, R.TOO_BIG_SOFT)
-            return R.TOO_BIG
+                return self._final_refusal(
+                    decision, H.max_data_exceeded.deny, H.max_data_exceeded.denysoft
+                )
+            return H.max_data_exceeded.deny
         if reader.bare_endings and self.config.data.bare_line_endings == "reject":
             conn.lognotice("message refused: bare CR or LF in data")
             return R.BARE_ENDINGS

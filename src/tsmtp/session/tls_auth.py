@@ -108,16 +108,16 @@ class TLSAndAuth(SessionBase):
             self.reply(self._accept(decision, R.AUTH_OK))
             return
         if decision.verdict.disconnects:
-            self._refuse(decision, R.AUTH_FAILED, R.AUTH_TEMPFAIL)
+            self._refuse(decision, H.auth.deny, H.auth.denysoft)
         if decision.verdict.is_temporary:
-            self.reply(self._refusal(decision, R.AUTH_FAILED, R.AUTH_TEMPFAIL))
+            self.reply(self._refusal(decision, H.auth.deny, H.auth.denysoft))
             return
         self._auth_failures += 1
         conn.lognotice(f"AUTH {mechanism} failed for {username!r} from {conn.remote}")
         refusal = (
-            R.AUTH_FAILED
+            H.auth.deny
             if decision.verdict is Verdict.CONT
-            else self._refusal(decision, R.AUTH_FAILED, R.AUTH_TEMPFAIL)
+            else self._refusal(decision, H.auth.deny, H.auth.denysoft)
         )
         self.reply(refusal)
         if self._auth_failures >= self.config.limits.max_auth_failures:
