@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tsmtp import Credentials, Level, Plugin, Verdict, hooks, override
-from tsmtp.loader import PluginError, bundled_plugin_dir, find_plugin_class
+from tsmtp.loader import PluginError, find_plugin_class
 from tsmtp.passwords import (
     hash_password,
     is_password_hash,
@@ -301,8 +301,8 @@ def test_passwd_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.fixture
 def flat_file() -> type[Plugin]:
-    """The plugin class, loaded from its file the way the server loads it."""
-    return find_plugin_class("auth.flat_file", [bundled_plugin_dir()])
+    """The plugin class, found by name the way the server finds it."""
+    return find_plugin_class("auth.flat_file", [])
 
 
 class Keep(logging.Handler):

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tsmtp import Plugin, ServerContext
-from tsmtp.loader import bundled_plugin_dir, config_type_of, find_plugin_class
+from tsmtp.loader import config_type_of, find_plugin_class
 from tsmtp.testing import make_plugin, running_server, test_config
 
 from .helpers import AcceptAll, MemoryQueue, body_after_received
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def maildir_plugin(path: Path, context: ServerContext | None = None) -> Plugin:
-    cls = find_plugin_class("queue.maildir", [bundled_plugin_dir()])
+    cls = find_plugin_class("queue.maildir", [])
     settings = config_type_of(cls)
     return make_plugin(cls, name="queue.maildir", config=settings(path=str(path)), server=context)  # type: ignore[call-arg]
 

@@ -123,7 +123,11 @@ def test_registered_handler_must_be_async_and_well_shaped(tmp_path: Path) -> Non
     ("plugins", "files", "expected"),
     [
         ("nothere\n", {}, "plugin 'nothere' not found in"),
-        ("two\n", {"two.py": GOOD + GOOD.replace("Good", "Other")}, "found 2 Plugin subclasses"),
+        (
+            "two\n",
+            {"two.py": GOOD + GOOD.replace("Good", "Other")},
+            r"defines 2 plugin classes \(Good, Other\); say which one to load with __plugin__",
+        ),
         ("broken\n", {"broken.py": "raise ValueError('oops')\n"}, "failed to import: ValueError"),
         ("mine.good\nmine.good\n", {"mine/good.py": GOOD}, "listed twice"),
         ("bad name!\n", {}, "not a valid plugin name"),

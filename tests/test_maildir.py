@@ -16,14 +16,14 @@ import trio
 import trio.testing
 
 from tsmtp import Plugin
-from tsmtp.loader import bundled_plugin_dir, config_type_of, find_plugin_class
+from tsmtp.loader import config_type_of, find_plugin_class
 from tsmtp.testing import ClientReply, RunningServer, make_plugin, running_server
 
 from .helpers import AcceptAll
 
 
 def maildir_module() -> ModuleType:
-    cls = find_plugin_class("queue.maildir", [bundled_plugin_dir()])
+    cls = find_plugin_class("queue.maildir", [])
     return sys.modules[cls.__module__]
 
 
@@ -78,7 +78,7 @@ async def test_a_failed_flush_fails_its_waiters_only() -> None:
 
 @pytest.mark.parametrize("sync", ["batch", "file"])
 async def test_messages_are_stored_with_either_sync_mode(tmp_path: Path, sync: str) -> None:
-    cls = find_plugin_class("queue.maildir", [bundled_plugin_dir()])
+    cls = find_plugin_class("queue.maildir", [])
     settings = config_type_of(cls)(path=str(tmp_path / "md"), sync=sync)  # type: ignore[call-arg]
     plugin = make_plugin(cls, name="queue.maildir", config=settings)
     async with running_server([AcceptAll, plugin]) as srv:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tsmtp import Plugin
 from tsmtp.config import DNSSettings
-from tsmtp.loader import bundled_plugin_dir, config_type_of, find_plugin_class
+from tsmtp.loader import config_type_of, find_plugin_class
 from tsmtp.testing import make_plugin, running_server, test_config
 
 from .dnsserver import dns_server
@@ -18,7 +18,7 @@ RECORDS = {
 
 
 def rdns(**settings: bool) -> Plugin:
-    cls = find_plugin_class("rdns", [bundled_plugin_dir()])
+    cls = find_plugin_class("rdns", [])
     return make_plugin(cls, name="rdns", config=config_type_of(cls)(**settings))
 
 

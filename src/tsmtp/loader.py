@@ -1,19 +1,40 @@
 """Finding, importing and checking plugins, and creating them with their config.
 
-A plugin is found by name on the search path (a ``config/`` directory's ``search_path``, then the
-bundled plugins), else in the ``tsmtp.plugins`` entry-point group.
+Where a plugin name is looked up, in this order:
+
+1. each directory of the config's ``[plugins] search_path``, in the order given, so a site can
+   replace any plugin by a file of the same name;
+2. the ``tsmtp.plugins`` entry-point group, where tsmtp registers its bundled plugins
+   (``tsmtp.bundled.*``) exactly as a third-party package registers its own. A name that two
+   entry points claim is an error naming both.
+
+Every plugin module is imported once per process, as an ordinary module under one stable name,
+so loading a plugin twice gives the same class, and a plugin importing another plugin's module
+(``from tsmtp.bundled.rdns import NAMES``) shares its objects, NoteKeys included. An entry
+point's module has its own package name. A search-path directory becomes a package of its own
+named ``tsmtp_site_<directory>_<hash of its path>`` (running its ``__init__.py`` if there is
+one), and its files are that package's modules: a plugin imports its siblings relatively
+(``from . import helpers``, ``from ..shared import KEY``). Nothing is added to ``sys.path``, so a
+file in a plugin directory never shadows a standard-library or installed module.
+
+The plugin class of a module is its ``__plugin__`` attribute if it has one, else the one
+``Plugin`` subclass defined in the module that no other class defined there subclasses (so a
+module may hold base classes for its plugin). Classes it imports do not count.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import re
 import sys
 import typing
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
 
@@ -29,82 +50,185 @@ class PluginError(ConfigError):
     """A plugin that cannot be found, loaded or used, with the reason."""
 
 
-def bundled_plugin_dir() -> Path:
-    """The bundled ``plugins/``: inside the installed package, or next to ``src/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "bundled_plugins"
-    return packaged if packaged.is_dir() else here.parent.parent / "plugins"
-
-
 def plugin_search_path(config_dir: Path, extra: Iterable[str]) -> list[Path]:
-    return [(config_dir / p).resolve() for p in extra] + [bundled_plugin_dir()]
+    """The directories of ``search_path`` (relative to ``config_dir``), searched before the
+    entry points."""
+    return [(config_dir / p).resolve() for p in extra]
 
 
-def _module_file(name: str, directory: Path) -> Path | None:
+def _module_file(name: str, directory: Path) -> tuple[Path, str] | None:
+    """The file that defines plugin ``name`` in ``directory``, and its module name there."""
     parts = name.split(".")
+    nested = ".".join(parts)
     candidates = [
-        directory.joinpath(*parts).with_suffix(".py"),
-        directory.joinpath(*parts, "__init__.py"),
-        directory / f"{name}.py",
+        # Python's own order: a package before a module of the same name.
+        (directory.joinpath(*parts, "__init__.py"), nested),
+        (directory.joinpath(*parts).with_suffix(".py"), nested),
+        # A flat "a.b.py" is no importable name: ":" keeps it apart from every real module.
+        (directory / f"{name}.py", name.replace(".", ":")),
     ]
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if c[0].is_file()), None)
 
 
-def _import_file(name: str, path: Path) -> ModuleType:
-    module_name = "tsmtp_plugin_" + re.sub(r"\W", "_", name)
-    locations = [str(path.parent)] if path.name == "__init__.py" else None
-    spec = importlib.util.spec_from_file_location(
-        module_name, path, submodule_search_locations=locations
-    )
+def _site_package_name(directory: Path) -> str:
+    """The package name the plugin files in search-path ``directory`` are imported under."""
+    resolved = directory.resolve()
+    digest = hashlib.sha256(str(resolved).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    label = re.sub(r"[^A-Za-z0-9_]", "_", resolved.name)
+    return f"tsmtp_site_{label}_{digest}"
+
+
+def _import_site_package(directory: Path) -> str:
+    """Import ``directory`` as a package (once) and return its name."""
+    package = _site_package_name(directory)
+    if package in sys.modules:
+        return package
+    init = directory / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(
+            package, init, submodule_search_locations=[str(directory)]
+        )
+    else:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(directory)]
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[package] = module
+    try:
+        if spec.loader is not None:
+            spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[package]
+        raise PluginError(f"{init}: failed to import: {exc!r}") from exc
+    return package
+
+
+def _sibling_hint(exc: BaseException, directory: Path) -> str:
+    """A hint for ``import helpers`` written for a module next to the plugin."""
+    missing = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not missing or "." in missing:
+        return ""
+    if (directory / f"{missing}.py").is_file() or (directory / missing).is_dir():
+        return f"; import modules of the plugin directory relatively: from . import {missing}"
+    return ""
+
+
+def _import_file(name: str, path: Path, module_name: str, directory: Path) -> ModuleType:
+    full_name = f"{_import_site_package(directory)}.{module_name}"
+    try:
+        if ":" not in module_name:
+            importlib.invalidate_caches()  # files written since the last import count
+            module = importlib.import_module(full_name)
+        else:
+            module = sys.modules.get(full_name) or _exec_file(full_name, path)
+    except Exception as exc:
+        hint = _sibling_hint(exc, path.parent)
+        raise PluginError(f"{path}: plugin {name!r} failed to import: {exc!r}{hint}") from exc
+    found = getattr(module, "__file__", None)
+    if found is None or Path(found).resolve() != path.resolve():
+        raise PluginError(
+            f"{path}: plugin {name!r} is imported as {full_name} from {found}: "
+            "rename the module or package that hides it"
+        )
+    return module
+
+
+def _exec_file(module_name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise PluginError(f"{path}: cannot import plugin {name!r}")
+        raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except BaseException:
         del sys.modules[module_name]
-        raise PluginError(f"{path}: plugin {name!r} failed to import: {exc!r}") from exc
+        raise
     return module
 
 
+def _is_plugin_class(obj: object) -> typing.TypeGuard[type[Plugin]]:
+    return isinstance(obj, type) and issubclass(obj, Plugin) and obj is not Plugin
+
+
 def _plugin_class_in(module: ModuleType, name: str, where: str) -> type[Plugin]:
-    found = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type)
-        and issubclass(obj, Plugin)
-        and obj is not Plugin
-        and obj.__module__ == module.__name__
-    ]
-    if len(found) != 1:
-        what = "no Plugin subclass" if not found else f"{len(found)} Plugin subclasses"
-        raise PluginError(f"{where}: plugin {name!r} must define exactly one, found {what}")
-    return found[0]
+    """``__plugin__``, else the one Plugin subclass defined in ``module`` that no other class
+    defined there subclasses."""
+    namespace = vars(module)
+    if "__plugin__" in namespace:
+        chosen = namespace["__plugin__"]
+        if not _is_plugin_class(chosen):
+            raise PluginError(
+                f"{where}: plugin {name!r}: __plugin__ is {chosen!r}, not a Plugin subclass"
+            )
+        return chosen
+    classes = [obj for obj in namespace.values() if _is_plugin_class(obj)]
+    defined = [cls for cls in dict.fromkeys(classes) if cls.__module__ == module.__name__]
+    leaves = [c for c in defined if not any(o is not c and issubclass(o, c) for o in defined)]
+    if len(leaves) == 1:
+        return leaves[0]
+    if not leaves:
+        raise PluginError(f"{where}: plugin {name!r} defines no Plugin subclass")
+    names = ", ".join(c.__qualname__ for c in leaves)
+    raise PluginError(
+        f"{where}: plugin {name!r} defines {len(leaves)} plugin classes ({names}); "
+        f"say which one to load with __plugin__ = {leaves[0].__qualname__}"
+    )
+
+
+def _describe_entry_point(ep: EntryPoint) -> str:
+    dist = ep.dist
+    source = f" (from {dist.name} {dist.version})" if dist is not None else ""
+    return f"{ep.name} = {ep.value}{source}"
+
+
+def _from_entry_point(name: str, ep: EntryPoint) -> type[Plugin]:
+    where = f"entry point {_describe_entry_point(ep)}"
+    try:
+        obj = ep.load()
+    except Exception as exc:
+        raise PluginError(f"{where}: plugin {name!r} failed to import: {exc!r}") from exc
+    if isinstance(obj, ModuleType):
+        return _plugin_class_in(obj, name, where)
+    if _is_plugin_class(obj):
+        return obj
+    raise PluginError(f"{where}: {obj!r} is not a Plugin subclass")
+
+
+def _not_found(name: str, search_path: list[Path]) -> PluginError:
+    places = ", ".join(str(p) for p in search_path)
+    where = f"in {places} nor " if places else ""
+    message = f"plugin {name!r} not found {where}in the entry point group {ENTRY_POINT_GROUP!r}"
+    own = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.value.startswith("tsmtp.")]
+    if not own:
+        message += (
+            "; tsmtp's own plugins are missing from it too: install tsmtp "
+            "(pip install -e . in a checkout) instead of running it from the source tree"
+        )
+    return PluginError(message)
 
 
 def find_plugin_class(name: str, search_path: Iterable[Path]) -> type[Plugin]:
     """The Plugin subclass for ``name``: from the search path, then from entry points."""
     if _NAME.match(name) is None:
         raise PluginError(f"{name!r} is not a valid plugin name")
-    for directory in search_path:
-        path = _module_file(name, directory)
-        if path is not None:
-            return _plugin_class_in(_import_file(name, path), name, str(path))
-    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
-        try:
-            obj = ep.load()
-        except Exception as exc:
-            raise PluginError(f"entry point {ep.value}: plugin {name!r} failed: {exc!r}") from exc
-        if isinstance(obj, ModuleType):
-            return _plugin_class_in(obj, name, ep.value)
-        if isinstance(obj, type) and issubclass(obj, Plugin):
-            return obj
-        raise PluginError(f"entry point {ep.value}: {obj!r} is not a Plugin subclass")
-    places = ", ".join(str(p) for p in search_path)
-    raise PluginError(
-        f"plugin {name!r} not found in {places} nor in entry points group {ENTRY_POINT_GROUP!r}"
-    )
+    directories = list(search_path)
+    for directory in directories:
+        found = _module_file(name, directory)
+        if found is not None:
+            path, module_name = found
+            module = _import_file(name, path, module_name, directory)
+            return _plugin_class_in(module, name, str(path))
+    candidates = list(entry_points(group=ENTRY_POINT_GROUP, name=name))
+    if len(candidates) > 1:
+        claims = " and ".join(_describe_entry_point(ep) for ep in candidates)
+        raise PluginError(
+            f"plugin {name!r} is claimed by {len(candidates)} entry points: {claims}; "
+            "uninstall one, or put the one to use in a search_path directory"
+        )
+    if candidates:
+        return _from_entry_point(name, candidates[0])
+    raise _not_found(name, directories)
 
 
 def _where(fn: object) -> str:
