@@ -4,6 +4,9 @@ The name goes into ``connection.remote.host`` (logs, Received header, EHLO reply
 ``require_forward_match`` the name counts only if it resolves back to the client's address
 (FCrDNS). With ``deny_missing``, clients without a usable name are refused (554); a DNS
 failure is a temporary refusal (421) only when ``deny_missing`` is on, else ignored.
+
+Later plugins read every name the address has from the connection note :data:`NAMES`
+(``from tsmtp.bundled.rdns import NAMES``; ``connection.notes.find(NAMES)``).
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import ipaddress
 from tsmtp import (
     Connection,
     DNSTemporaryError,
+    NoteKey,
     Outcome,
     Plugin,
     PluginConfig,
     Verdict,
     override,
 )
+
+#: The PTR names of the client's address, set when a usable name was found.
+NAMES: NoteKey[list[str]] = NoteKey("rdns.names", list)
 
 
 class RdnsConfig(PluginConfig, kw_only=True, frozen=True):
@@ -46,7 +53,7 @@ class Rdns(Plugin):
             names = await self.server.resolver.ptr(ip)
             for name in names[:5]:
                 if not self.config.require_forward_match or await self._confirmed(name, ip):
-                    connection.notes["rdns.names"] = names
+                    connection.notes.set(NAMES, list(names))
                     return Verdict.OK(value=name)
         except DNSTemporaryError as exc:
             self.lognotice(f"rDNS lookup for {ip} failed: {exc}", connection)
