@@ -7,12 +7,13 @@ import getpass
 import hashlib
 import io
 import logging
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from tsmtp import Credentials, Level, Plugin, Verdict, hooks, override
 from tsmtp.loader import PluginError, find_plugin_class
@@ -401,7 +402,7 @@ def test_plugin_refuses_to_start_with_a_broken_file(
 async def test_plugin_reads_the_file_again(
     tmp_path: Path,
     flat_file: type[Plugin],
-    monkeypatch: pytest.MonkeyPatch,
+    mock_clock: trio.testing.MockClock,
     logs: list[logging.LogRecord],
 ) -> None:
     users_file = tmp_path / "auth_users"
@@ -414,14 +415,14 @@ async def test_plugin_reads_the_file_again(
             await call_hook(plugin, hooks.auth, conn, Credentials("PLAIN", user, password))
         ).verdict
 
-    monkeypatch.setattr(flat_file, "reload_interval", 3600.0)
     assert await verdict("alice", "first") is Verdict.OK
     set_password(users_file, "alice", "second")
     set_password(users_file, "bob", "bobpw")
-    # Within the reload interval the old list is still used ...
+    # Within a second of the last look the old list is still used ...
+    mock_clock.jump(0.9)
     assert await verdict("alice", "first") is Verdict.OK
     # ... after it, the new one.
-    monkeypatch.setattr(flat_file, "reload_interval", 0.0)
+    mock_clock.jump(0.1)
     assert await verdict("alice", "first") is Verdict.DENY
     assert await verdict("alice", "second") is Verdict.OK
     assert await verdict("bob", "bobpw") is Verdict.OK
@@ -429,17 +430,20 @@ async def test_plugin_reads_the_file_again(
     # A broken edit keeps the users read before, and says so once.
     text = users_file.read_text()
     users_file.write_text(text + "carol:plaintext\n")
-    os.utime(users_file, ns=(0, users_file.stat().st_mtime_ns + 10**9))
-    assert await verdict("alice", "second") is Verdict.OK
-    assert await verdict("carol", "plaintext") is Verdict.DENY
+    for _ in range(3):
+        mock_clock.jump(1)
+        assert await verdict("alice", "second") is Verdict.OK
+        assert await verdict("carol", "plaintext") is Verdict.DENY
     errors = messages(logs, Level.ERROR)
-    assert len(errors) == 1 and "keeping the 2 user(s)" in errors[0]
+    assert len(errors) == 1 and "keeping 2 user(s) read before" in errors[0]
     assert "plaintext" not in errors[0]
 
     # Removing the file removes every user.
     users_file.unlink()
+    mock_clock.jump(1)
     assert await verdict("alice", "second") is Verdict.DENY
     set_password(users_file, "alice", "third")
+    mock_clock.jump(1)
     assert await verdict("alice", "third") is Verdict.OK
 
 

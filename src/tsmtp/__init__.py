@@ -23,6 +23,7 @@ from .config import (
     TLSSettings,
 )
 from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
+from .datafile import DataFile
 from .dns import DNSTemporaryError, Resolver
 from .hookargs import Credentials, Denial
 from .hookspec import Chain, HookSpec
@@ -72,6 +73,7 @@ __all__ = [
     "Credentials",
     "DNSSettings",
     "DNSTemporaryError",
+    "DataFile",
     "DataSettings",
     "Deferral",
     "Delivery",

@@ -9,10 +9,7 @@ the user name is refused with 535; the scrypt check runs in a worker thread.
 from __future__ import annotations
 
 import functools
-import os
 import secrets
-import stat
-import time
 from typing import ClassVar
 
 import trio
@@ -20,6 +17,7 @@ import trio
 from tsmtp import (
     Connection,
     Credentials,
+    DataFile,
     Outcome,
     Plugin,
     PluginConfig,
@@ -56,52 +54,26 @@ def _check(password: str, encoded: str | None) -> bool:
 class FlatFile(Plugin):
     config: FlatFileConfig
 
-    #: Seconds between checks whether the users file changed.
-    reload_interval: ClassVar[float] = 1.0
     #: Password checks running at once (scrypt takes 16 MiB and some CPU each).
     max_concurrent_checks: ClassVar[int] = 4
 
     @override
     def register(self) -> None:
-        self._users: dict[str, str] = {}
-        self._stamp: tuple[int, int, int] | None = None
-        self._checked = time.monotonic()
+        # A broken users file raises here, which stops the server from starting.
+        self.users_file: DataFile[dict[str, str]] = DataFile(
+            self,
+            self.config.file,
+            read_users,
+            missing={},
+            describe=lambda users: f"{len(users)} user(s)",
+            private=True,
+        )
         self._limiter: trio.CapacityLimiter | None = None
-        self._reload(initial=True)
-
-    def _reload(self, *, initial: bool = False) -> None:
-        path = self.config_file(self.config.file)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if initial or self._stamp is not None:
-                self.logwarn(f"{path} does not exist: no user can authenticate")
-            self._users, self._stamp = {}, None
-            return
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp:
-            return
-        try:
-            users = read_users(path)
-        except (OSError, ValueError) as exc:
-            if initial:
-                raise  # a broken users file stops the server from starting
-            self._stamp = stamp  # complain once per change, not at every check
-            self.logerror(f"{exc}; keeping the {len(self._users)} user(s) read before")
-            return
-        self._users, self._stamp = users, stamp
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            self.logwarn(f"{path} can be read by other users; chmod 600 it")
-        self.loginfo(f"{len(users)} user(s) from {path}")
 
     @property
     def users(self) -> dict[str, str]:
         """The users and their hashes, read again if the file changed."""
-        now = time.monotonic()
-        if now - self._checked >= self.reload_interval:
-            self._checked = now
-            self._reload()
-        return self._users
+        return self.users_file.value
 
     @override
     async def hook_auth(self, connection: Connection, credentials: Credentials) -> Outcome:

@@ -6,12 +6,12 @@ send to them. The list is read again when the file changes.
 
 from __future__ import annotations
 
-import os
-import time
+from pathlib import Path
 
 from tsmtp import (
     Address,
     Connection,
+    DataFile,
     Outcome,
     Plugin,
     PluginConfig,
@@ -36,37 +36,30 @@ def normalize_domain(domain: str) -> str:
         return domain
 
 
+def read_host_list(path: Path) -> frozenset[str]:
+    """The domains of a host list file: one a line, ``#`` starts a comment."""
+    lines = path.read_text("utf-8").splitlines()
+    domains = {normalize_domain(line.split("#", 1)[0]) for line in lines}
+    return frozenset(d for d in domains if d)
+
+
 class InHostList(Plugin):
     config: InHostListConfig
 
     @override
     def register(self) -> None:
-        self._domains: frozenset[str] = frozenset()
-        self._mtime: float | None = None
-        self._checked = 0.0
-        self._reload()
-
-    def _reload(self) -> None:
-        path = self.config_file(self.config.file)
-        try:
-            mtime = os.stat(path).st_mtime
-        except FileNotFoundError:
-            mtime = None
-        if mtime == self._mtime and self._mtime is not None:
-            return
-        self._mtime = mtime
-        lines = path.read_text("utf-8").splitlines() if mtime is not None else []
-        domains = {normalize_domain(line.split("#", 1)[0]) for line in lines}
-        self._domains = frozenset(d for d in domains if d)
-        self.loginfo(f"{len(self._domains)} domain(s) from {path}")
+        self.host_list: DataFile[frozenset[str]] = DataFile(
+            self,
+            self.config.file,
+            read_host_list,
+            missing=frozenset(),
+            describe=lambda domains: f"{len(domains)} domain(s)",
+        )
 
     @property
     def domains(self) -> frozenset[str]:
-        now = time.monotonic()
-        if now - self._checked > 1.0:
-            self._checked = now
-            self._reload()
-        return self._domains
+        """The domains listed, read again if the file changed."""
+        return self.host_list.value
 
     @override
     async def hook_rcpt(
