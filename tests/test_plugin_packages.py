@@ -168,21 +168,17 @@ SIBLINGS = {
     "json.py": """
         VALUE = "the site's own json module"
     """,
-    "keys.py": """
+    "stamp.py": """
         from dataclasses import dataclass
 
-        from tsmtp import NoteKey
+        from tsmtp import Connection, NoteKey, Outcome, Plugin, override
 
         @dataclass
         class Stamp:
             text: str
 
-        STAMP = NoteKey("site.stamp", Stamp)
-    """,
-    "stamp.py": """
-        from tsmtp import Connection, Outcome, Plugin, override
-
-        from .keys import STAMP, Stamp
+        #: Owned by this plugin; others import it from here.
+        STAMP = NoteKey("stamp.stamp", Stamp)
 
         class SetStamp(Plugin):
             @override
@@ -195,7 +191,7 @@ SIBLINGS = {
         from tsmtp.bundled.rdns import NAMES
 
         from .. import MARKER, json
-        from ..keys import STAMP
+        from ..stamp import STAMP
 
         class Reader(Plugin):
             @override
@@ -226,10 +222,11 @@ def test_plugin_modules_import_their_siblings_without_touching_sys_path(
     assert vars(reader_module)["NAMES"] is NAMES
 
 
-async def test_plugins_share_note_keys_of_sibling_and_bundled_modules(
+async def test_a_plugin_finds_the_notes_of_plugins_whose_key_it_imports(
     tmp_path: Path, fresh_modules: None
 ) -> None:
-    """A note set by one plugin is found by another that imports the first one's NoteKey."""
+    """stamp (a site plugin) and rdns (bundled) set notes; check.reader finds both with the
+    keys it imports from their modules, so the classes the notes hold are the same."""
     write_files(tmp_path / "site", SIBLINGS)
     records = {
         ("1.0.0.127.in-addr.arpa.", "PTR"): ["client.test."],
@@ -266,6 +263,18 @@ def test_absolute_import_of_a_sibling_is_explained(tmp_path: Path, fresh_modules
         "ModuleNotFoundError(\"No module named 'helpers'\"); "
         "import modules of the plugin directory relatively: from . import helpers"
     )
+
+
+def test_a_failing_init_of_a_plugin_directory_names_it(tmp_path: Path, fresh_modules: None) -> None:
+    site = write_files(
+        tmp_path / "site",
+        {"__init__.py": "raise RuntimeError('no')\n", "plug.py": PLUGIN.format(name="P")},
+    )
+    with pytest.raises(PluginError) as info:
+        find_plugin_class("plug", [site])
+    assert str(info.value) == f"{site / '__init__.py'}: failed to import: RuntimeError('no')"
+    (site / "__init__.py").write_text("")
+    assert find_plugin_class("plug", [site]).__name__ == "P"
 
 
 def test_a_flat_dotted_file_imports_its_siblings(tmp_path: Path, fresh_modules: None) -> None:
