@@ -25,15 +25,18 @@ from .config import (
 from .connection import Connection, Hello, Peer, ServerContext, TLSInfo
 from .datafile import DataFile
 from .dns import DNSTemporaryError, Resolver
+from .headers import Headers
 from .hookargs import Credentials, Denial
 from .hookspec import Chain, HookSpec
 from .loader import PluginError
 from .log import Level
+from .message import BodyFilter, MessagePart, MessageTooComplex, MessageTooLarge, line_filter
 from .notes import NoteKey, Notes
 from .outbound import Bounce, Deferral, Delivery, MailExchanger, OutboundMail
 from .passwords import hash_password, read_users, verify_password
 from .plugin import HOOK_NAMES, Plugin, PluginConfig
 from .protocol import Address, MailParams, RcptParams
+from .results import PluginResult, Results
 from .server import PluginSpec, Server
 from .transaction import Recipient, Transaction
 from .verdict import (
@@ -66,6 +69,7 @@ __all__ = [
     "OK",
     "Address",
     "AuthSettings",
+    "BodyFilter",
     "Bounce",
     "Chain",
     "ConfigError",
@@ -78,6 +82,7 @@ __all__ = [
     "Deferral",
     "Delivery",
     "Denial",
+    "Headers",
     "Hello",
     "HookSpec",
     "Level",
@@ -85,6 +90,9 @@ __all__ = [
     "Listener",
     "MailExchanger",
     "MailParams",
+    "MessagePart",
+    "MessageTooComplex",
+    "MessageTooLarge",
     "NoteKey",
     "Notes",
     "OutboundMail",
@@ -93,6 +101,7 @@ __all__ = [
     "Plugin",
     "PluginConfig",
     "PluginError",
+    "PluginResult",
     "PluginSettings",
     "PluginSpec",
     "ProxySettings",
@@ -100,6 +109,7 @@ __all__ = [
     "Recipient",
     "Resolver",
     "Result",
+    "Results",
     "SNICertificate",
     "Server",
     "ServerConfig",
@@ -111,6 +121,7 @@ __all__ = [
     "__version__",
     "hash_password",
     "hooks",
+    "line_filter",
     "override",
     "read_users",
     "verify_password",

@@ -190,6 +190,9 @@ class DataSettings(_Base, frozen=True):
     max_line_length: Annotated[int, msgspec.Meta(ge=100)] = 1000
     spool_threshold: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
     spool_dir: str | None = None
+    #: Transaction.message() refuses to parse a larger message whole (it would take several
+    #: times its size in memory); Transaction.parts() walks messages of any size.
+    max_parse_size: PositiveInt = 10 * 1024 * 1024
 
 
 class PluginSettings(_Base, frozen=True):

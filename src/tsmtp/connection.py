@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from .log import LogMethods
 from .notes import Notes
+from .results import Results
 
 if TYPE_CHECKING:
     from .config import ServerConfig
@@ -95,6 +96,7 @@ class Connection(LogMethods):
         "notes",
         "relaying",
         "remote",
+        "results",
         "server",
         "tls",
         "transaction",
@@ -110,6 +112,8 @@ class Connection(LogMethods):
         self.remote = remote
         self.local = local
         self.notes = Notes()
+        #: What plugins found about this client (see :class:`~tsmtp.Results`).
+        self.results = Results()
         self.hello: Hello | None = None
         self.relaying = False
         self.tls: TLSInfo | None = None

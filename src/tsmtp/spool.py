@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -13,7 +14,8 @@ class Spool:
     """Append-only bytes: memory up to ``threshold`` octets, then an unlinked temporary file.
 
     Writes to the file go to the page cache and do not wait for the disk; durability is the queue
-    plugin's job. The file has no name, so nothing is left behind if the process dies.
+    plugin's job. The file has no name, so nothing is left behind if the process dies. Reads use
+    positional reads, so several readers (one in a worker thread, say) do not disturb each other.
     """
 
     def __init__(self, threshold: int = 1 << 20, directory: str | None = None) -> None:
@@ -41,28 +43,47 @@ class Spool:
                 self._file.write(chunk)
             self._chunks.clear()
 
-    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        """The content from the start, in chunks of at most ``size`` octets (file) or as written."""
+    def chunks(
+        self, size: int = CHUNK, *, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
+        """The octets from ``start`` to ``end`` (the end of the content when None), in chunks of
+        at most ``size`` octets (from the file) or as they were written (in memory)."""
+        stop = self.size if end is None else min(end, self.size)
+        if start >= stop:
+            return
         if self._file is None:
-            yield from self._chunks
+            yield from _slice(self._chunks, start, stop)
             return
         self._file.flush()
-        self._file.seek(0)
-        while chunk := self._file.read(size):
+        fd = self._file.fileno()
+        offset = start
+        while offset < stop:
+            chunk = os.pread(fd, min(size, stop - offset), offset)
+            if not chunk:
+                return
+            offset += len(chunk)
             yield chunk
-        self._file.seek(0, 2)
 
     def head(self, limit: int) -> bytes:
         """Up to ``limit`` octets from the start."""
-        out = bytearray()
-        for chunk in self.chunks():
-            out += chunk[: limit - len(out)]
-            if len(out) >= limit:
-                break
-        return bytes(out)
+        return b"".join(self.chunks(start=0, end=limit))
 
     def close(self) -> None:
         self._chunks.clear()
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _slice(chunks: list[bytes], start: int, stop: int) -> Iterator[bytes]:
+    position = 0
+    for chunk in chunks:
+        following = position + len(chunk)
+        if following > start:
+            if position >= start and following <= stop:
+                yield chunk
+            else:
+                yield chunk[max(start - position, 0) : stop - position]
+        if following >= stop:
+            return
+        position = following

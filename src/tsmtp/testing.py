@@ -11,17 +11,21 @@ without a socket.
 
 from __future__ import annotations
 
+import email.policy
 import inspect
 import ssl
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
 import msgspec
 import trio
+from typing_extensions import override
 
 from . import hooks
 from .config import Listener, ServerConfig
@@ -29,13 +33,17 @@ from .connection import Connection, Peer, ServerContext
 from .hookspec import HookSpec
 from .loader import instantiate
 from .plugin import Plugin, PluginConfig
-from .protocol import Address, MailParams
+from .protocol import Address, MailParams, RcptParams, parse_mailbox
+from .results import Results
 from .runner import HookRunner
 from .server import Server
-from .transaction import Transaction
-from .verdict import Outcome, Result
+from .transaction import Recipient, Transaction
+from .verdict import Outcome, Result, Verdict
 
 __all__ = [
+    "AcceptAll",
+    "CaptureQueue",
+    "CapturedMessage",
     "ClientReply",
     "RunningServer",
     "SMTPClient",
@@ -99,19 +107,99 @@ def make_connection(
 
 def make_transaction(
     connection: Connection,
-    sender: Address | None = None,
-    message: bytes = b"",
+    sender: Address | str | None = None,
+    message: bytes | str = b"",
     params: MailParams | None = None,
+    *,
+    recipients: Iterable[Address | str] = (),
 ) -> Transaction:
-    """Start a transaction on ``connection`` with ``message`` as its body."""
+    """Start a transaction on ``connection`` with ``message`` (the whole message, header and
+    body, as a client sends it; a ``str`` is encoded as UTF-8) and ``recipients`` accepted.
+
+    Addresses may be given as ``"user@example.org"``; ``sender`` defaults to ``<>``.
+    """
     txn = Transaction(
-        f"{connection.uuid}.1",
-        sender or Address.null(),
+        f"{connection.uuid}.{connection.transaction_count + 1}",
+        _address(sender) if sender is not None else Address.null(),
         params or MailParams(),
     )
-    txn.body.write(message)
+    connection.transaction_count += 1
+    txn.recipients.extend(Recipient(_address(r), RcptParams()) for r in recipients)
+    txn.body.write(message.encode() if isinstance(message, str) else message)
     connection.transaction = txn
     return txn
+
+
+def _address(address: Address | str) -> Address:
+    if isinstance(address, Address):
+        return address
+    parsed = parse_mailbox(address)
+    if parsed is None:
+        raise ValueError(f"not a mailbox: {address!r}")
+    return parsed
+
+
+class AcceptAll(Plugin):
+    """Accepts every recipient, so that a test conversation gets as far as DATA."""
+
+    @override
+    async def hook_rcpt(
+        self, connection: Connection, recipient: Address, params: RcptParams, /
+    ) -> Outcome:
+        return Verdict.OK
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    """A message :class:`CaptureQueue` took: its envelope, the octets a queue would store and
+    the transaction's results."""
+
+    uuid: str
+    sender: Address
+    recipients: list[Recipient]
+    data: bytes
+    results: Results
+    #: True when it came through ``queue_outbound`` (a relaying client).
+    outbound: bool = False
+
+    def parsed(self) -> EmailMessage:
+        """The stored message parsed with ``email.policy.default``."""
+        return BytesParser(policy=email.policy.default).parsebytes(self.data)
+
+
+class CaptureQueue(Plugin):
+    """A queue plugin for tests: keeps every message, as it would be stored, in
+    :attr:`messages`, and answers OK (through ``queue`` and ``queue_outbound`` alike).
+
+    Give ``running_server`` the class and find the instance with ``srv.plugin(CaptureQueue)``,
+    or make it with ``make_plugin(CaptureQueue)`` and give that.
+    """
+
+    messages: list[CapturedMessage]
+
+    @override
+    def register(self) -> None:
+        self.messages = []
+
+    @override
+    async def hook_queue(self, connection: Connection, /) -> Outcome:
+        return await self._capture(connection, outbound=False)
+
+    @override
+    async def hook_queue_outbound(self, connection: Connection, /) -> Outcome:
+        return await self._capture(connection, outbound=True)
+
+    async def _capture(self, connection: Connection, *, outbound: bool) -> Outcome:
+        txn = connection.transaction
+        if txn is None:
+            return Verdict.CONT
+        await txn.apply_body_filters()
+        data = b"".join(txn.message_chunks())
+        assert len(data) == txn.message_size(), "message_size() disagrees with message_chunks()"
+        self.messages.append(
+            CapturedMessage(txn.uuid, txn.sender, list(txn.recipients), data, txn.results, outbound)
+        )
+        return Verdict.OK
 
 
 @overload
@@ -192,6 +280,13 @@ class RunningServer:
         client = await SMTPClient.connect(self.host, port or self.port, read_greeting=read_greeting)
         self.clients.append(client)
         return client
+
+    def plugin(self, cls: type[P]) -> P:
+        """This server's plugin of class ``cls`` (the first, if several)."""
+        for plugin in self.server.plugins:
+            if isinstance(plugin, cls):
+                return plugin
+        raise LookupError(f"no {cls.__name__} plugin in this server")
 
 
 @asynccontextmanager

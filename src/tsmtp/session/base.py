@@ -347,6 +347,7 @@ class SessionBase:
         try:
             await self.runner.run(H.reset_transaction, self.conn)
         finally:
+            txn.log_results(self.conn.results)
             txn.discard()
             self.conn.transaction = None
 

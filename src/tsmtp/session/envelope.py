@@ -45,6 +45,7 @@ class Envelope(SessionBase):
             params,
             spool_threshold=data.spool_threshold,
             spool_dir=data.spool_dir,
+            max_parse_size=data.max_parse_size,
         )
         decision = await self.runner.run(H.mail, conn, mail.sender, params)
         path = mail.sender.bracketed()
