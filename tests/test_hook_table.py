@@ -4,6 +4,7 @@ handlers by priority, and refuses verdicts and values a hook may not return."""
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -188,3 +189,10 @@ def test_every_hook_has_a_permanent_and_a_temporary_default_refusal() -> None:
         assert spec.denysoft.code // 100 == 4 and spec.denysoft.enhanced is not None, spec
     assert hooks.connect.deny.code == 554 and hooks.connect.denysoft.code == 421
     assert hooks.auth.deny.code == 535 and hooks.auth.denysoft.code == 454
+
+
+def test_the_plugin_guide_documents_every_hook_of_the_table() -> None:
+    guide = (Path(__file__).parent.parent / "docs" / "writing-plugins.md").read_text()
+    rows = re.findall(r"^\| ((?:`[a-z_]+`(?: / )?)+) \|", guide, re.MULTILINE)
+    documented = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row)}
+    assert documented == set(hooks.BY_NAME)
