@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
+import trio
 from typing_extensions import override
 
 from .connection import Connection, ServerContext
@@ -59,6 +60,18 @@ class Plugin(LogMethods):
 
     def register(self) -> None:
         """Called once after loading: add handlers here, ``hooks.rcpt.register(self, fn)``."""
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The plugin's background task: connection pools, timers, watchers live here.
+
+        Override it (``@override``) only if the plugin needs one; a plugin without it is fine,
+        and the server keeps no task for it. The server starts it with ``nursery.start`` before
+        it opens its listeners: set up what hooks need, call ``task_status.started()``, then
+        run until cancelled, which happens at shutdown once the connections have drained (or,
+        after a reload, once the connections of the previous configuration have). An
+        exception raised here stops the server (CRIT in the log, naming the plugin); returning
+        after ``started()`` just ends the task.
+        """
 
     def config_file(self, name: str) -> Path:
         """The path of a file in the config directory (``self.config_file("host_list")``)."""
