@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import html
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ MAX_DEPTH = 50
 MAX_PART_HEADER = 1 << 16
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+#: A line ending followed by a line that starts with ``--``: where a delimiter may be.
+_CANDIDATE = re.compile(rb"(?:\r\n|\r|\n)(?=--)")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _IDENTITY = frozenset({"7bit", "8bit", "binary"})
 
@@ -191,7 +194,7 @@ class _Walker:
         self.open.append(node)
         return node
 
-    def _begin_body(self, node: _Node) -> None:
+    def _begin_body(self, node: _Node, *, descend: bool = True) -> None:
         if node.fields is None:
             node.fields = parse_fields(bytes(node.header))
         node.header = bytearray()
@@ -205,9 +208,25 @@ class _Walker:
             node.container = True
         elif node.content_type == "message/rfc822" and _transfer_encoding(fields) in _IDENTITY:
             node.container = True
-            self._new(node.depth + 1, "text/plain", within)
+            if descend:
+                self._new(node.depth + 1, "text/plain", within)
         if self.banner is not None:
             node.banner = self.banner.encoded_for(node)
+
+    @property
+    def wants_lines(self) -> bool:
+        """Whether every line matters now (a part's header is being read), not only delimiters."""
+        return self.open[-1].body_start < 0
+
+    @property
+    def at_line_start(self) -> bool:
+        return self._line_start
+
+    def skip(self, content: bytes) -> None:
+        """Pass over body content known to hold no delimiter line."""
+        self.offset += len(content)
+        self._previous_ending = _ending(content)
+        self._line_start = self._previous_ending > 0
 
     def feed(self, piece: bytes) -> _Node | None:
         ended: _Node | None = None
@@ -262,7 +281,7 @@ class _Walker:
         for node in reversed(nodes):
             if node.body_start < 0:  # the header never ended: an empty body, and no banner
                 node.body_start = self.offset
-                self._begin_body(node)
+                self._begin_body(node, descend=False)
                 node.banner = None
             node.end = max(end, node.body_start)
             if not node.container:
@@ -273,6 +292,54 @@ class _Walker:
         ended = self._close(self.open, self.offset)
         self.open.clear()
         return ended
+
+
+def _drive(walker: _Walker, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, _Node | None]]:
+    """Feed a body to ``walker``: each segment with the leaf part that ends just before it.
+
+    Only the lines that can matter go through :meth:`_Walker.feed` one by one (part headers,
+    lines starting with ``--``); the content between them is passed over in bulk.
+    """
+    buffer = bytearray()
+    for chunk in itertools.chain(chunks, [None]):
+        final = chunk is None
+        if chunk is not None:
+            buffer += chunk
+        position, size = 0, len(buffer)
+        while position < size:
+            if walker.at_line_start and size - position < 2 and not final:
+                break  # the start of a delimiter, perhaps
+            if walker.wants_lines or (walker.at_line_start and buffer.startswith(b"--", position)):
+                ending = _LINE_END.search(buffer, position)
+                if ending is not None and not (
+                    ending.group() == b"\r" and ending.end() == size and not final
+                ):
+                    end = ending.end()
+                elif size - position > MAX_PIECE:
+                    end = position + MAX_PIECE - (buffer[position + MAX_PIECE - 1] == 0x0D)
+                elif final:
+                    end = size
+                else:
+                    break
+                piece = bytes(buffer[position:end])
+                yield piece, walker.feed(piece)
+            else:
+                candidate = _CANDIDATE.search(buffer, position)
+                if candidate is not None:
+                    end = candidate.end()
+                elif final:
+                    end = size
+                else:
+                    # Keep what may begin a delimiter line, and never split a CRLF.
+                    end = size - 3
+                    end -= end > position and buffer[end - 1] == 0x0D
+                    if end <= position:
+                        break
+                piece = bytes(buffer[position:end])
+                walker.skip(piece)
+                yield piece, None
+            position = end
+        del buffer[:position]
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,8 +425,8 @@ def walk(
     later. Raises :class:`MessageTooComplex` past :data:`MAX_PARTS` or :data:`MAX_DEPTH`.
     """
     walker = _Walker(top)
-    for piece in lines(body):
-        walker.feed(piece)
+    for _ in _drive(walker, body):
+        pass
     walker.finish()
     parts = []
     for node in walker.nodes:
@@ -385,8 +452,8 @@ def walk(
 def count_banner_parts(top: EmailMessage, body: Iterable[bytes], banner: Banner) -> int:
     """How many parts of the message :func:`banner_filter` would add ``banner`` to."""
     walker = _Walker(top, banner)
-    for piece in lines(body):
-        walker.feed(piece)
+    for _ in _drive(walker, body):
+        pass
     walker.finish()
     return sum(1 for node in walker.nodes if node.banner is not None)
 
@@ -397,8 +464,7 @@ def banner_filter(top: EmailMessage, banner: Banner) -> BodyFilter:
     def run(chunks: Iterator[bytes]) -> Iterator[bytes]:
         walker = _Walker(top, banner)
         previous = b""
-        for piece in lines(chunks):
-            ended = walker.feed(piece)
+        for piece, ended in _drive(walker, chunks):
             if ended is not None and ended.banner is not None:
                 # The line ending before a delimiter belongs to it: the banner goes before that.
                 yield _soft_break_guard(previous, ended) + ended.banner + b"\r\n"
