@@ -9,7 +9,7 @@ serialisable to JSON for scoring, Authentication-Results fields and per-message 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar, get_args
 
 import msgspec
@@ -176,6 +176,7 @@ class Results:
     def add(
         self,
         plugin: str | _Named,
+        /,
         *,
         pass_: str | Iterable[str] = (),
         fail: str | Iterable[str] = (),
@@ -188,9 +189,9 @@ class Results:
         kind's list, fields are set (replacing an earlier value). Returns the plugin's result.
 
         A field value must be a JSON value; TypeError otherwise, raised here rather than when
-        the results are logged.
+        the results are logged. Nothing is recorded when anything given is refused. A field
+        whose name is not a Python identifier (or is ``pass_``...) is set with :meth:`set`.
         """
-        result = self.result(plugin)
         given: dict[Kind, str | Iterable[str]] = {
             "pass": pass_,
             "fail": fail,
@@ -198,11 +199,25 @@ class Results:
             "err": err,
             "msg": msg,
         }
+        return self._record(plugin, given, fields)
+
+    def set(self, plugin: str | _Named, name: str, value: JSONValue) -> None:
+        """Set the field ``name`` (any name but the five kinds) to ``value``."""
+        self._record(plugin, {}, {name: value})
+
+    def _record(
+        self,
+        plugin: str | _Named,
+        given: Mapping[Kind, str | Iterable[str]],
+        fields: Mapping[str, JSONValue],
+    ) -> PluginResult:
+        key = _key(plugin)
         additions = {kind: _strings(kind, values) for kind, values in given.items()}
         for name, value in fields.items():
             if name in KINDS:
                 raise ValueError(f"result field {name!r} is a kind; give it as a keyword")
-            _check_json(value, f"{result.plugin}.{name}")
+            _check_json(value, f"{key}.{name}")
+        result = self.result(key)
         for kind, values in additions.items():
             result.of_kind(kind).extend(values)
         result.fields.update(fields)
@@ -219,8 +234,8 @@ class Results:
 
     def push(self, plugin: str | _Named, name: str, value: JSONValue) -> None:
         """Append ``value`` to the list in field ``name`` (made empty when unset)."""
+        _check_json(value, f"{_key(plugin)}.{name}")
         result = self.result(plugin)
-        _check_json(value, f"{result.plugin}.{name}")
         current = result.fields.setdefault(name, [])
         if not isinstance(current, list):
             raise TypeError(f"result {result.plugin}.{name} is not a list: {current!r}")
@@ -264,7 +279,7 @@ class Results:
         """Results read back from :meth:`to_json`; ValueError if ``data`` is not of that form."""
         try:
             decoded = msgspec.json.decode(data, type=dict[str, dict[str, Any]])
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:  # not JSON, or JSON of another shape
             raise ValueError(f"not results: {exc}") from None
         results = cls()
         for name, entries in decoded.items():
@@ -273,15 +288,7 @@ class Results:
                 if not isinstance(values, list):
                     raise ValueError(f"not results: {name}.{kind} is not a list")
             try:
-                results.add(
-                    name,
-                    pass_=lists["pass"],
-                    fail=lists["fail"],
-                    skip=lists["skip"],
-                    err=lists["err"],
-                    msg=lists["msg"],
-                    **entries,
-                )
+                results._record(name, lists, entries)
             except TypeError as exc:
                 raise ValueError(f"not results: {exc}") from None
         return results
