@@ -1,6 +1,7 @@
 """The ``tsmtp`` command as an administrator meets it: ``--listen`` never lowers a listener's
 security, every bad input is one line naming the flag or file (exit 2, no traceback), the log
-names each listener's settings, and SIGHUP leaves a single-process server and its connections be.
+names each listener's settings, and SIGHUP reloads a single-process server while its open
+connections finish on the configuration they began with.
 """
 
 from __future__ import annotations
@@ -248,28 +249,56 @@ async def test_each_listener_is_logged_with_its_settings(
     assert {r.levelno for r in caplog.records if "listening on" in r.getMessage()} == {Level.NOTICE}
 
 
-# --- SIGHUP with nodes = 1 --------------------------------------------------------------------
+# --- SIGHUP with nodes = 1: a reload in place ----------------------------------------------
+
+NO_BOB = """
+from tsmtp import Address, Connection, MailParams, Outcome, Plugin, Verdict, override
 
 
-def test_sighup_with_one_node_keeps_the_server_and_its_open_transaction(tmp_path: Path) -> None:
+class NoBob(Plugin):
+    @override
+    async def hook_mail(
+        self, connection: Connection, sender: Address, params: MailParams
+    ) -> Outcome:
+        return Verdict.DENY("5.7.1 no mail from bob") if sender.local_part == "bob" else None
+"""
+
+
+def test_sighup_with_one_node_reloads_and_keeps_the_open_transaction(tmp_path: Path) -> None:
     config = tmp_path / "config"
     shutil.copytree(REPO / "config", config)
-    assert "\nnodes = 1 " in (config / "smtp.toml").read_text()
+    smtp_toml = config / "smtp.toml"
+    assert "\nnodes = 1 " in smtp_toml.read_text()
     master = Master(tmp_path, config)
     try:
         port = int(master.wait_for(r"listening on 127\.0\.0\.1:(\d+)")[1])
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.ehlo()
-            assert client.mail("s@example.org")[0] == 250
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as old:
+            old.ehlo()
+            assert old.mail("s@example.org")[0] == 250
+            assert old.rcpt("r@example.com")[0] == 250
+            # The new configuration: another greeting and one more plugin.
+            (config / "site").mkdir()
+            (config / "site" / "no_bob.py").write_text(NO_BOB)
+            text = smtp_toml.read_text().replace("search_path = []", 'search_path = ["site"]')
+            smtp_toml.write_text('greeting = "reloaded and ready"\n' + text)
+            (config / "plugins").write_text("no_bob\n" + (config / "plugins").read_text())
             master.proc.send_signal(signal.SIGHUP)
             master.wait_for(
-                r"\[NOTICE\] .*SIGHUP ignored: reload is not supported yet with nodes = 1; "
-                "nothing changed"
+                r"\[NOTICE\] .*reloaded: plugins no_bob, relay_acl, rcpt_to\.in_host_list, "
+                r"queue\.maildir; 1 open connections finish with the previous configuration"
             )
-            assert master.proc.poll() is None
-            assert client.rcpt("r@example.com")[0] == 250
-            assert client.data(b"Subject: after SIGHUP\r\n\r\nbody\r\n")[0] == 250
-        send(port, 1)  # and new connections are still accepted
+            assert old.data(b"Subject: across SIGHUP\r\n\r\nbody\r\n")[0] == 250
+            # The open connection goes on with the configuration it started with.
+            assert old.mail("bob@example.org")[0] == 250
+            assert old.rcpt("r@example.com")[0] == 250
+            assert old.data(b"Subject: bob, before\r\n\r\nbody\r\n")[0] == 250
+            # A new connection gets the new one.
+            with smtplib.SMTP(timeout=10) as new:
+                assert new.connect("127.0.0.1", port) == (220, b"localhost reloaded and ready")
+                new.ehlo()
+                assert new.mail("bob@example.org") == (550, b"5.7.1 no mail from bob")
+                assert new.mail("s@example.org")[0] == 250
+            assert old.noop()[0] == 250
         master.proc.send_signal(signal.SIGTERM)
         assert master.proc.wait(timeout=30) == 0
     finally:
@@ -278,7 +307,7 @@ def test_sighup_with_one_node_keeps_the_server_and_its_open_transaction(tmp_path
         p.read_bytes().split(b"Subject: ")[1].split(b"\r\n")[0]
         for p in (tmp_path / "var" / "mail" / "new").iterdir()
     )
-    assert subjects == [b"1", b"after SIGHUP"]
+    assert subjects == [b"across SIGHUP", b"bob, before"]
 
 
 def test_listen_ports_take_ascii_digits_only() -> None:

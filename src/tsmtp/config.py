@@ -351,6 +351,9 @@ class ServerConfig(_Base, frozen=True):
         "PROTOCOL", "DEBUG", "INFO", "NOTICE", "WARN", "ERROR", "CRIT", "ALERT", "EMERG"
     ] = "INFO"
     shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    #: ``tsmtp run`` writes its process id here (relative to the directory it runs in, like
+    #: queue.maildir's path) and ``tsmtp reload`` reads it; ``""`` for none.
+    pid_file: str = "var/tsmtp.pid"
     #: Worker processes sharing the listening sockets; "auto" is one per CPU.
     nodes: Annotated[int, msgspec.Meta(ge=1, le=256)] | Literal["auto"] = 1
 

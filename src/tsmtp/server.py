@@ -1,8 +1,10 @@
-"""Listening sockets, one task per connection, connection limits and graceful shutdown."""
+"""Listening sockets, one task per connection, connection limits, plugins' serve tasks, reload
+and graceful shutdown."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import math
@@ -25,6 +27,7 @@ from .config import (
     load_server_config,
 )
 from .connection import Peer, ServerContext
+from .lifecycle import PluginTaskError, PluginTasks
 from .limits import ConnectionLimiter
 from .loader import (
     PluginError,
@@ -136,6 +139,36 @@ def _describe(address: tuple[str, int], settings: Listener, tls_ready: bool) -> 
     )
 
 
+def read_config(config_dir: Path, listen: Sequence[str] = ()) -> ServerConfig:
+    """``config_dir/smtp.toml``, with the listeners replaced by ``listen`` if given (see
+    :meth:`Server.from_config_dir`)."""
+    config = load_server_config(config_dir)
+    if listen:
+        source = str(config_dir / "smtp.toml")
+        try:
+            listeners = [listener_override(text, config.listen, source) for text in listen]
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}") from None
+        config = msgspec.structs.replace(config, listen=listeners)
+    return config
+
+
+def _addresses(listeners: Sequence[Listener]) -> str:
+    return ", ".join(listener.address for listener in listeners)
+
+
+@dataclass(eq=False)
+class _Generation:
+    """One configuration's runtime and plugins, and the sessions that use them."""
+
+    runtime: Runtime
+    plugins: list[Plugin]
+    tasks: PluginTasks
+    sessions: set[Session] = dataclasses.field(default_factory=set)
+    #: A reload replaced it: its serve tasks end when its last session does.
+    retired: bool = False
+
+
 def _close_all(listeners: Sockets) -> None:
     # Synchronous on purpose: this runs in cancelled scopes, where each await would raise.
     for lst, _ in listeners:
@@ -154,8 +187,12 @@ class Server:
     paths (TLS certificates, plugin files) are found; without it, the working directory.
 
     Embed it with ``addresses = await nursery.start(server.serve)``; port 0 picks a free port and
-    ``addresses`` tells which. :meth:`shutdown` stops accepting, lets open transactions finish
-    within ``shutdown_grace`` seconds, then closes what is left.
+    ``addresses`` tells which. The plugins' :meth:`~tsmtp.Plugin.serve` tasks are ready before
+    the first client is accepted. :meth:`shutdown` stops accepting, lets open transactions
+    finish within ``shutdown_grace`` seconds, closes what is left, then cancels the serve tasks.
+    :meth:`reload` switches new connections to a new configuration. A serve task that fails
+    stops the server the same way, and :meth:`serve` then raises
+    :class:`~tsmtp.lifecycle.PluginTaskError`.
     """
 
     def __init__(
@@ -170,6 +207,7 @@ class Server:
             raise ValueError("context must be the ServerContext of this config")
         self.config = config
         #: What every plugin sees as ``self.server``: shared notes, the config, the resolver.
+        #: A reload brings a new one, with the new plugins.
         self.context = context or ServerContext(config)
         self.plugins = _build_plugins(plugins, self.context, config_dir)
         self.runner = HookRunner(self.plugins, config.plugins.timeout)
@@ -195,6 +233,12 @@ class Server:
         self._accepting: trio.CancelScope | None = None
         self._all_closed = trio.Event()
         self._stopping = False
+        self._current = _Generation(self.runtime, self.plugins, PluginTasks(self.plugins))
+        #: Where :meth:`reload` reads the configuration again: the directory and ``--listen``.
+        self._source: tuple[Path, tuple[str, ...]] | None = None
+        self._tasks: trio.Nursery | None = None
+        self._crash: PluginTaskError | None = None
+        self._reloading = trio.Lock()
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, listen: Sequence[str] = ()) -> Server:
@@ -204,17 +248,15 @@ class Server:
         followed by the settings that differ between the configured listeners, if any (see
         :func:`tsmtp.config.listener_override`).
         """
-        config = load_server_config(config_dir)
-        if listen:
-            source = str(config_dir / "smtp.toml")
-            try:
-                listeners = [listener_override(text, config.listen, source) for text in listen]
-            except ValueError as exc:
-                raise ConfigError(f"--listen: {exc}") from None
-            config = msgspec.structs.replace(config, listen=listeners)
+        return cls._from_config(config_dir, read_config(config_dir, listen), listen)
+
+    @classmethod
+    def _from_config(cls, config_dir: Path, config: ServerConfig, listen: Sequence[str]) -> Server:
         context = ServerContext(config)
         plugins = load_plugins(config_dir, context)
-        return cls(config, plugins, context=context, config_dir=config_dir)
+        server = cls(config, plugins, context=context, config_dir=config_dir)
+        server._source = (config_dir, tuple(listen))
+        return server
 
     @property
     def stopping(self) -> bool:
@@ -230,21 +272,55 @@ class Server:
         sockets: Sequence[tuple[socket.socket, Listener]] | None = None,
         task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run init_master, listen, report the bound addresses, then serve until shut down.
+        """Run init_master, start the plugins' serve tasks, listen, report the bound addresses,
+        then serve until shut down.
 
         With ``sockets`` (listening sockets opened by a parent process), serve on those and run
-        init_child instead: this is one node of several.
+        init_child instead: this is one node of several. Raises
+        :class:`~tsmtp.lifecycle.PluginTaskError` if a serve task failed (before the addresses
+        are reported if it failed to start; after the graceful stop it caused otherwise).
         """
         await self.runner.run(
             hooks.init_master if sockets is None else hooks.init_child, self.context
         )
-        listeners = list(sockets) if sockets is not None else open_sockets(self.config.listen)[0]
+        failure: BaseException | None = None
+        async with trio.open_nursery() as tasks:
+            self._tasks = tasks
+            first = self._current
+            await tasks.start(first.tasks.run, self._plugin_crashed)
+            failure = not_started = first.tasks.failure
+            if not_started is not None:
+                log(
+                    Level.CRIT,
+                    f"{not_started}; the server does not start",
+                    source=not_started.plugin,
+                )
+            else:
+                try:
+                    listeners = (
+                        list(sockets)
+                        if sockets is not None
+                        else open_sockets(self.config.listen)[0]
+                    )
+                except OSError as exc:  # raised as it is, not in a group of this nursery
+                    failure = exc
+                else:
+                    await self._serve_on(listeners, task_status)
+            tasks.cancel_scope.cancel()
+        self._tasks = None
+        failure = failure or self._crash
+        if failure is not None:
+            raise failure
+        log(Level.NOTICE, "stopped", source="server")
+
+    async def _serve_on(
+        self, listeners: Sockets, task_status: trio.TaskStatus[list[tuple[str, int]]]
+    ) -> None:
         self._set_capacity()
         try:
             await self._serve(listeners, task_status)
         finally:
             _close_all(listeners)
-        log(Level.NOTICE, "stopped", source="server")
 
     async def _serve(
         self,
@@ -259,6 +335,8 @@ class Server:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
+                if self._stopping:  # a serve task failed while the listeners were opened
+                    accepting.cancel_scope.cancel()
                 for lst, settings in listeners:
                     accepting.start_soon(self._accept_loop, lst, settings, connections)
                 task_status.started(self.addresses)
@@ -290,6 +368,102 @@ class Server:
         self._stopping = True
         if self._accepting is not None:
             self._accepting.cancel()
+
+    def _plugin_crashed(self, error: PluginTaskError) -> None:
+        """A serve task failed after it was ready: no half-working plugin, so the server stops."""
+        log(Level.CRIT, f"{error}; stopping the server", source=error.plugin)
+        if self._crash is None:
+            self._crash = error
+        self.shutdown()
+
+    async def reload(self, replacement: Server | None = None) -> bool:
+        """Switch to a new configuration while serving; True if it was taken.
+
+        The new one is read from the config directory (and ``--listen``) this server was made
+        from by :meth:`from_config_dir`, or is ``replacement``'s config and plugins. If it
+        cannot be loaded, or a new plugin's serve task fails to start, the error is logged and
+        the old configuration stays. Otherwise new connections use the new configuration, open
+        connections go on with the old one, and the old plugins' serve tasks are cancelled once
+        those have ended. The listeners stay as they are: a changed ``listen`` takes a restart.
+        """
+        async with self._reloading:
+            if self._tasks is None or self._stopping:
+                log(Level.WARN, "reload ignored: the server is not serving", source="server")
+                return False
+            try:
+                new = self._replacement() if replacement is None else replacement
+                if new.config.listen != self.config.listen:
+                    raise ConfigError(
+                        f"the new configuration listens on {_addresses(new.config.listen)}; "
+                        "listeners change only with a restart"
+                    )
+            except Exception as exc:
+                log(
+                    Level.ERROR,
+                    f"reload failed: {exc}; still running the previous configuration",
+                    source="server",
+                )
+                return False
+            tasks = PluginTasks(new.plugins)
+            await self._tasks.start(tasks.run, self._plugin_crashed)
+            if tasks.failure is not None:
+                log(
+                    Level.CRIT,
+                    f"{tasks.failure}; reload abandoned, still running the previous configuration",
+                    source=tasks.failure.plugin,
+                )
+                return False
+            if self._stopping:  # a shutdown began while the new plugins started
+                tasks.stop()
+                return False
+            self._switch_to(new, tasks)
+            return True
+
+    def _replacement(self) -> Server:
+        if self._source is None:
+            raise ConfigError(
+                "this server was not made by Server.from_config_dir: give reload() a new Server"
+            )
+        config_dir, listen = self._source
+        config = read_config(config_dir, listen)
+        if config.listen != self.config.listen:
+            log(
+                Level.WARN,
+                f"reload: listen in {config_dir / 'smtp.toml'} is now "
+                f"{_addresses(config.listen)}; listeners change only with a restart, so the "
+                f"server goes on listening on {_addresses(self.config.listen)} as before",
+                source="server",
+            )
+            config = msgspec.structs.replace(config, listen=self.config.listen)
+        return Server._from_config(config_dir, config, listen)
+
+    def _switch_to(self, new: Server, tasks: PluginTasks) -> None:
+        old = self._current
+        limiter = old.runtime.limiter
+        if new.config.limits != self.config.limits:
+            limiter = ConnectionLimiter(new.config.limits)
+        runtime = dataclasses.replace(
+            new.runtime, limiter=limiter, occupancy=self.runtime.occupancy
+        )
+        self._current = _Generation(runtime, new.plugins, tasks)
+        self.config, self.context, self.plugins, self.runner = (
+            new.config,
+            new.context,
+            new.plugins,
+            new.runner,
+        )
+        self.runtime = runtime
+        self._set_capacity()
+        old.retired = True
+        if not old.sessions:
+            old.tasks.stop()
+        names = ", ".join(plugin.name for plugin in new.plugins) or "(none)"
+        log(
+            Level.NOTICE,
+            f"reloaded: plugins {names}; {len(old.sessions)} open connections finish with the "
+            "previous configuration",
+            source="server",
+        )
 
     async def _accept_loop(
         self, listening: socket.socket, settings: Listener, nursery: trio.Nursery
@@ -333,7 +507,9 @@ class Server:
             await trio.aclose_forcefully(stream)
             return
         local = _peer(stream.socket.getsockname())
-        session = Session(stream, self.runtime, remote, local, settings)
+        generation = self._current
+        session = Session(stream, generation.runtime, remote, local, settings)
+        generation.sessions.add(session)
         self._sessions.add(session)
         occupancy.opened()
         if self._stopping:
@@ -344,6 +520,9 @@ class Server:
             log(Level.CRIT, f"session failed: {exc!r}", source="server", context=session.conn)
         finally:
             self._sessions.discard(session)
+            generation.sessions.discard(session)
+            if generation.retired and not generation.sessions:
+                generation.tasks.stop()
             occupancy.closed()
             if self._stopping and not self._sessions:
                 self._all_closed.set()
