@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import trio
 
-from tests.test_nodes import Master, send
+from tests.test_nodes import Master
 from tsmtp import ConfigError, Listener, Server, cli
 from tsmtp.config import parse_host_port
 from tsmtp.log import Level
