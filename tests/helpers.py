@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tsmtp import Address, Connection, Outcome, Plugin, RcptParams, Verdict, override
+from tsmtp import Connection, Outcome, Plugin, Verdict, override
+from tsmtp.testing import AcceptAll
 
-
-class AcceptAll(Plugin):
-    """Accept every recipient."""
-
-    @override
-    async def hook_rcpt(
-        self, connection: Connection, recipient: Address, params: RcptParams
-    ) -> Outcome:
-        return Verdict.OK
+__all__ = ["AcceptAll", "MemoryQueue", "body_after_received"]
 
 
 class MemoryQueue(Plugin):

@@ -207,8 +207,8 @@ def test_a_banner_goes_into_each_text_alternative_and_never_into_an_attachment()
     txn = make_transaction(make_connection(), message=smtp_bytes(message))
     assert txn.add_banner(BANNER, html="<p>Scanned by tsmtp</p>") == 2
     text, html, pdf, notes = leaves(parse(stored(txn)))
-    assert text.get_content().endswith("äöü\r\n\r\n-- \r\nScanned by tsmtp")
-    assert html.get_content().endswith("</html>\r\n\r\n<p>Scanned by tsmtp</p>")
+    assert text.get_content().endswith("äöü\r\n-- \r\nScanned by tsmtp")
+    assert html.get_content().endswith("</html>\r\n<p>Scanned by tsmtp</p>")
     assert pdf.get_content() == b"%PDF" + bytes(range(256)) * 20
     assert notes.get_content() == "an attached text\r\n"
 
@@ -224,6 +224,28 @@ def test_a_quoted_printable_part_gets_a_quoted_printable_banner() -> None:
     content = parse(stored(txn)).get_content()
     assert content.endswith("x" * 80 + "\r\nGeprüft = gut\r\n")
     assert b"Gepr=C3=BCft =3D gut" in stored(txn)
+
+
+@pytest.mark.parametrize(
+    ("part", "content"),
+    [
+        (b"\r\ntext\r\n", "text\r\nbanner"),
+        (b"\r\ntext\r\n\r\n", "text\r\nbanner"),
+        (b"\r\n\r\n", "banner"),
+        (b"Content-Transfer-Encoding: quoted-printable\r\n\r\nfoo=\r\n", "foo\r\nbanner"),
+        (b"Content-Transfer-Encoding: quoted-printable\r\n\r\nfoo=\r\n\r\n", "foo\r\nbanner"),
+        (b"Content-Transfer-Encoding: quoted-printable\r\n\r\na=3D\r\n", "a=\r\nbanner"),
+    ],
+)
+def test_a_banner_starts_on_a_line_of_its_own(part: bytes, content: str) -> None:
+    raw = TOP_MIXED + b"--b\r\n" + part + b"--b--\r\n"
+    txn = make_transaction(make_connection(), message=raw)
+    assert txn.add_banner("banner") == 1
+    (text,) = leaves(parse(stored(txn)))
+    assert text.get_content() == content
+
+
+TOP_MIXED = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
 
 
 @pytest.mark.parametrize(

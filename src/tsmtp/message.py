@@ -459,30 +459,46 @@ def count_banner_parts(top: EmailMessage, body: Iterable[bytes], banner: Banner)
 
 
 def banner_filter(top: EmailMessage, banner: Banner) -> BodyFilter:
-    """A body filter adding ``banner`` at the end of each text part that can take it."""
+    """A body filter adding ``banner`` at the end of each text part that can take it.
+
+    The line ending before a delimiter belongs to the delimiter (RFC 2046 5.1.1), so the banner
+    goes before it, right after the part's last octet: each piece's line ending is held back
+    until it is known whether a delimiter follows.
+    """
 
     def run(chunks: Iterator[bytes]) -> Iterator[bytes]:
         walker = _Walker(top, banner)
-        previous = b""
+        held = b""  # the line ending of the last piece, not yet passed on
+        recent = b""  # the last octets passed on before it
         for piece, ended in _drive(walker, chunks):
             if ended is not None and ended.banner is not None:
-                # The line ending before a delimiter belongs to it: the banner goes before that.
-                yield _soft_break_guard(previous, ended) + ended.banner + b"\r\n"
-            yield piece
-            previous = piece
+                start = walker.offset - len(piece)
+                if held and ended.end == start - len(held):
+                    yield _banner_prefix(recent, ended) + ended.banner + held
+                else:  # an empty part: the banner is all of it
+                    yield held + ended.banner + b"\r\n"
+                held, recent = b"", b"\n"
+            length = _ending(piece)
+            body = piece[: len(piece) - length]
+            yield held + body
+            recent = (recent + held + body)[-4:]
+            held = piece[len(piece) - length :]
         ended = walker.finish()
         if ended is not None and ended.banner is not None:
-            separator = b"" if _ending(previous) or not previous else b"\r\n"
-            yield separator + _soft_break_guard(previous, ended) + ended.banner + b"\r\n"
+            yield held + _banner_prefix(recent + held, ended) + ended.banner + b"\r\n"
+        else:
+            yield held
 
     return run
 
 
-def _soft_break_guard(previous: bytes, node: _Node) -> bytes:
-    """A quoted-printable line ending in ``=`` joins the next line: end it first."""
+def _banner_prefix(recent: bytes, node: _Node) -> bytes:
+    """What goes between a part's last octets (ending in ``recent``) and its banner: a line
+    ending when the last line has none, and another when a quoted-printable soft line break
+    (a last line ending in ``=``) would join the banner to it."""
     assert node.fields is not None
-    if _transfer_encoding(node.fields) == "quoted-printable" and previous.rstrip(b"\r\n").endswith(
-        b"="
-    ):
-        return b"\r\n"
-    return b""
+    prefix = b"" if not recent or _ending(recent) else b"\r\n"
+    last_line = recent[: len(recent) - _ending(recent)]
+    if _transfer_encoding(node.fields) == "quoted-printable" and last_line.endswith(b"="):
+        prefix += b"\r\n"
+    return prefix
