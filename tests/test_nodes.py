@@ -1,4 +1,5 @@
-"""Several nodes: real worker processes, a killed worker restarted, SIGTERM mid-transaction."""
+"""Several nodes: real worker processes, a killed worker restarted, SIGTERM mid-transaction,
+serve tasks in the workers, and SIGHUP checking the configuration before it restarts them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,3 +180,93 @@ def test_nodes_share_the_socket_survive_a_crash_and_drain_on_sigterm(tmp_path: P
     assert len(stored) == 27
     survivors = [pid for pid in pids | {new_pid} if alive(pid)]
     assert survivors == [], f"workers outlived the master: {survivors}"
+
+
+MARKER = """
+import os
+from pathlib import Path
+
+import trio
+
+from tsmtp import Plugin, PluginConfig, override
+
+
+class MarkerConfig(PluginConfig, frozen=True):
+    directory: str
+
+
+class Marker(Plugin):
+    config: MarkerConfig
+
+    @override
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        (Path(self.config.directory) / f"serve-{os.getpid()}").touch()
+        task_status.started()
+        await trio.sleep_forever()
+"""
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def greeting(port: int) -> bytes:
+    with smtplib.SMTP(timeout=10) as client:
+        return client.connect("127.0.0.1", port)[1]
+
+
+def test_each_node_runs_its_serve_tasks_and_sighup_checks_before_restarting(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (config / "site").mkdir()
+    (config / "site" / "marker.py").write_text(MARKER)
+    (config / "marker.toml").write_text(f"directory = {str(markers)!r}\n")
+    (config / "plugins").write_text("marker\n" + (config / "plugins").read_text())
+    smtp_toml = config / "smtp.toml"
+    good = re.sub(r"(?m)^nodes = .*$", "nodes = 2", smtp_toml.read_text())
+    good = good.replace("search_path = []", 'search_path = ["site"]')
+    smtp_toml.write_text(good)
+    master = Master(tmp_path, config)
+    try:
+        port = int(master.wait_for(r"listening on 127\.0\.0\.1:(\d+) with 2 nodes")[1])
+        pids = {int(master.wait_for(rf"node {n} started \(pid (\d+)\)")[1]) for n in (0, 1)}
+        assert (tmp_path / "var" / "tsmtp.pid").read_text() == f"{master.proc.pid}\n"
+
+        def serving() -> set[int]:
+            return {int(p.name.removeprefix("serve-")) for p in markers.iterdir()}
+
+        wait_until(lambda: serving() == pids)  # the workers' own tasks, none in the master
+        send(port, 0)
+
+        smtp_toml.write_text(re.sub(r"(?m)^hostname = .*$", 'hostname = "bad host"', good))
+        os.kill(master.proc.pid, signal.SIGHUP)
+        master.wait_for(
+            r"\[ERROR\] \[-\] \[master\] SIGHUP: reload refused, the nodes keep the previous "
+            r"configuration: \S+/smtp\.toml: hostname: 'bad host' is not a domain name"
+        )
+        assert all(alive(pid) for pid in pids)
+        assert not [line for line in master.seen if "restarting the nodes" in line]
+        send(port, 1)
+
+        smtp_toml.write_text('greeting = "second"\n' + good)
+        os.kill(master.proc.pid, signal.SIGHUP)
+        master.wait_for(r"SIGHUP: restarting the nodes one at a time")
+        fresh = {int(master.wait_for(r"node \d started \(pid (\d+)\)")[1]) for _ in range(2)}
+        assert not fresh & pids
+        wait_until(lambda: not any(alive(pid) for pid in pids))
+        wait_until(lambda: serving() == pids | fresh)
+        assert greeting(port) == b"localhost second"
+        send(port, 2)
+        master.proc.send_signal(signal.SIGTERM)
+        assert master.proc.wait(timeout=30) == 0
+    finally:
+        master.close()
+    assert len(list((tmp_path / "var" / "mail" / "new").iterdir())) == 3
+    assert not (tmp_path / "var" / "tsmtp.pid").exists()
