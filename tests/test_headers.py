@@ -5,12 +5,15 @@ kept."""
 
 from __future__ import annotations
 
+import email.policy
+import re
 from collections.abc import Callable
 from email.headerregistry import AddressHeader
+from email.parser import BytesParser
 from typing import ClassVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tsmtp import Connection, MailParams, Outcome, Plugin, Transaction, Verdict, override
@@ -368,3 +371,16 @@ def test_an_added_field_is_all_that_changes(raw: bytes) -> None:
         before = before[:-2]  # the line ending given to a last field that had none
     assert before + after == raw
     assert txn.headers.get_all("x-added") == ["yes"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(_MESSAGES)
+def test_fields_read_as_the_standard_parser_reads_them(raw: bytes) -> None:
+    # A continuation line right after a "From " line is the one case read differently: the
+    # standard parser glues it to the field before the "From " line.
+    assume(not re.search(rb"(^|[\r\n])From [^\r\n]*(\r\n|\r|\n)[ \t]", raw))
+    python = BytesParser(policy=email.policy.default).parsebytes(raw)
+    txn = make_transaction(make_connection(), message=raw)
+    assert [(name, str(value)) for name, value in txn.headers.items()] == [
+        (name, str(value)) for name, value in python.items()
+    ]

@@ -61,6 +61,11 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 #: What the standard parser takes for the start of a field (a line without one ends the section).
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]*:")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_BLANK = frozenset({b"\r\n", b"\n", b"\r"})
+#: A field that ends in a line ending, with its continuation lines.
+_WHOLE_FIELD = re.compile(
+    rb"([\x21-\x39\x3b-\x7e]+):[^\r\n]*(?:\r\n|\r|\n)(?:[ \t][^\r\n]*(?:\r\n|\r|\n))*"
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -106,6 +111,12 @@ def _split(head: bytes, complete: bool) -> _Section | None:
     fields: list[_Field] = []
     position = 0
     while position < len(head):
+        whole = _WHOLE_FIELD.match(head, position)
+        if whole is not None and (complete or whole.end() < len(head)):
+            # The usual case, one field with its continuation lines in one step.
+            fields.append(_Field(whole.group(1).decode("ascii"), whole.group()))
+            position = whole.end()
+            continue
         ending = _LINE_END.search(head, position)
         if ending is None or (ending.group() == b"\r" and ending.end() == len(head)):
             if not complete:
@@ -114,7 +125,7 @@ def _split(head: bytes, complete: bool) -> _Section | None:
         else:
             next_position = ending.end()
         line = head[position:next_position]
-        if _LINE_END.fullmatch(line):
+        if line in _BLANK:
             return _Section(fields, position, next_position, truncated=False)
         if line[:1] in (b" ", b"\t"):
             if fields:
@@ -319,6 +330,13 @@ class Headers:
     def changed(self) -> bool:
         """True once a field was added, removed or replaced."""
         return bool(self._top or self._end or self._section_edited)
+
+    def prepended(self) -> bytes | None:
+        """The fields prepended on top of the received message when they are the only change
+        (the usual case: the server's ``Received``), else None."""
+        if self._end or self._section_edited:
+            return None
+        return b"".join(f.raw for f in self._top)
 
     def section(self) -> _Section:
         """Where the received header section ends (loaded on first use)."""

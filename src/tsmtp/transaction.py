@@ -240,9 +240,13 @@ class Transaction(LogMethods):
     def _stored(self) -> _Stored | None:
         """How to make the stored message, or None when it is the received one unchanged."""
         headers = self.headers
+        if not self._filters:
+            if not headers.changed:
+                return None
+            top = headers.prepended()
+            if top is not None:  # no need to look into the received header at all
+                return _Stored(top, self.body, 0)
         section = headers.section()
-        if not headers.changed and not self._filters:
-            return None
         source, start = self._body_source()
         body_size = source.size - start
         separator = b"".join(self.body.chunks(start=section.end, end=section.body_start))
