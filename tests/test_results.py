@@ -83,7 +83,10 @@ def test_fields_are_typed_when_read() -> None:
         results.push("karma", "score", 1)
 
 
-@pytest.mark.parametrize("value", [{1, 2}, (1, 2), b"bytes", object(), [1, {"a": {2}}], {1: "x"}])
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, (1, 2), b"bytes", object(), [1, {"a": {2}}], {1: "x"}, float("nan"), [float("inf")]],
+)
 def test_only_json_values_are_taken(value: object) -> None:
     results = Results()
     with pytest.raises(TypeError, match=r"JSON value|keys must be str"):

@@ -8,6 +8,7 @@ serialisable to JSON for scoring, Authentication-Results fields and per-message 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar, get_args
@@ -48,6 +49,8 @@ def _strings(kind: str, given: str | Iterable[str]) -> list[str]:
 
 
 def _check_json(value: object, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"result field {where}: {value} is not a JSON value (JSON has no NaN)")
     if value is None or isinstance(value, str | int | float | bool):
         return
     if isinstance(value, list):

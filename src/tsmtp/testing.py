@@ -152,7 +152,7 @@ class AcceptAll(Plugin):
 @dataclass(frozen=True)
 class CapturedMessage:
     """A message :class:`CaptureQueue` took: its envelope, the octets a queue would store and
-    the transaction's results."""
+    the transaction's results (the live object, so what later hooks add shows too)."""
 
     uuid: str
     sender: Address
@@ -175,11 +175,9 @@ class CaptureQueue(Plugin):
     or make it with ``make_plugin(CaptureQueue)`` and give that.
     """
 
-    messages: list[CapturedMessage]
-
-    @override
-    def register(self) -> None:
-        self.messages = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[CapturedMessage] = []
 
     @override
     async def hook_queue(self, connection: Connection, /) -> Outcome:
