@@ -388,7 +388,8 @@ class Server:
         """
         async with self._reloading:
             if self._tasks is None or self._stopping:
-                log(Level.WARN, "reload ignored: the server is not serving", source="server")
+                state = "stopping" if self._stopping else "not serving"
+                log(Level.WARN, f"reload ignored: the server is {state}", source="server")
                 return False
             try:
                 new = self._replacement() if replacement is None else replacement
@@ -439,6 +440,7 @@ class Server:
 
     def _switch_to(self, new: Server, tasks: PluginTasks) -> None:
         old = self._current
+        # The per-address counts go on across a reload; only new limits start them afresh.
         limiter = old.runtime.limiter
         if new.config.limits != self.config.limits:
             limiter = ConnectionLimiter(new.config.limits)
