@@ -1,8 +1,11 @@
-"""Load generators: smtp-source runs, a sequential latency client, idle sessions."""
+"""Load generators: smtp-source runs, a latency client, idle sessions, the hostile crowd."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import json
 import math
 import os
 import signal
@@ -11,8 +14,11 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import procs
 
 SMTP_SOURCE = os.environ.get("SMTP_SOURCE", "/usr/sbin/smtp-source")
 SENDER = "sender@example.com"
@@ -233,3 +239,214 @@ def open_idle(port: int, count: int, timeout: float) -> IdleSessions:
     idle = IdleSessions(proc, 0, count, error=(" ".join(line) + " " + err).strip()[-300:])
     idle.close()
     return idle
+
+
+# --- legitimate senders for the hostile-crowd scenario ------------------------------
+
+
+@dataclass
+class MailerRun:
+    """What ``send_for`` saw: 250s after the final dot, and how the other attempts ended."""
+
+    seconds: float
+    acked: int  # 250s after the final dot that arrived within the window
+    acked_late: int  # 250s for transactions still in flight when the window closed
+    failures: dict[str, int]
+    samples_ms: list[float]  # connect to the 250 for the message, per acked message
+    acked_at: list[float]  # seconds from the start of the window, per acked message
+
+    @property
+    def rate(self) -> float:
+        return self.acked / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def total_acked(self) -> int:
+        return self.acked + self.acked_late
+
+
+class _Failed(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class _Mailers:
+    """Clients on 127.0.0.1 that send one message per connection until a deadline."""
+
+    def __init__(self, port: int, size: int, step_timeout: float) -> None:
+        self.port = port
+        self.size = size
+        self.step_timeout = step_timeout
+        self.failures: dict[str, int] = {}
+        self.samples: list[float] = []
+        self.acked_at: list[float] = []
+        self.start = 0.0
+        self.acked = 0
+        self.late = 0
+
+    async def reply(self, reader: asyncio.StreamReader) -> int:
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), self.step_timeout)
+            except TimeoutError:
+                raise _Failed("timeout") from None
+            if not line:
+                raise _Failed("closed")
+            if len(line) < 4 or line[3:4] != b"-":
+                try:
+                    return int(line[:3])
+                except ValueError:
+                    raise _Failed("garbled reply") from None
+
+    async def step(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, code: int
+    ) -> None:
+        writer.write(data)
+        await writer.drain()
+        got = await self.reply(reader)
+        if got != code:
+            raise _Failed(f"{got} to {data[:4].decode(errors='replace').strip() or 'dot'}")
+
+    async def one_message(self, message: bytes) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.port), self.step_timeout
+            )
+        except TimeoutError:
+            raise _Failed("connect timeout") from None
+        except OSError:
+            raise _Failed("connect refused") from None
+        try:
+            greeting = await self.reply(reader)
+            if greeting != 220:
+                raise _Failed(f"{greeting} greeting")
+            await self.step(reader, writer, f"EHLO {CLIENT_NAME}\r\n".encode(), 250)
+            await self.step(reader, writer, f"MAIL FROM:<{SENDER}>\r\n".encode(), 250)
+            await self.step(reader, writer, f"RCPT TO:<{RECIPIENT}>\r\n".encode(), 250)
+            await self.step(reader, writer, b"DATA\r\n", 354)
+            # The 250 is for the message, whatever happens to the QUIT after it.
+            await self.step(reader, writer, message + b".\r\n", 250)
+        except (ConnectionError, OSError):
+            writer.close()
+            raise _Failed("reset") from None
+        with contextlib.suppress(OSError, ConnectionError, _Failed):
+            writer.write(b"QUIT\r\n")
+            await self.reply(reader)
+        writer.close()
+
+    async def session(self, index: int, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        for seq in itertools.count():
+            if loop.time() >= deadline:
+                return
+            t0 = loop.time()
+            try:
+                await self.one_message(make_message(self.size, index * 1_000_000 + seq))
+            except _Failed as exc:
+                self.failures[exc.kind] = self.failures.get(exc.kind, 0) + 1
+                await asyncio.sleep(0.05)  # a refusing server is not a busy loop
+                continue
+            t1 = loop.time()
+            if t1 <= deadline:
+                self.acked += 1
+                self.samples.append((t1 - t0) * 1000)
+                self.acked_at.append(t1 - self.start)
+            else:
+                self.late += 1
+
+    async def run(self, sessions: int, seconds: float) -> MailerRun:
+        self.start = asyncio.get_running_loop().time()
+        deadline = self.start + seconds
+        await asyncio.gather(*(self.session(i, deadline) for i in range(sessions)))
+        return MailerRun(seconds, self.acked, self.late, self.failures, self.samples, self.acked_at)
+
+
+def send_for(
+    port: int, *, sessions: int, seconds: float, size: int = 1024, step_timeout: float = 10.0
+) -> MailerRun:
+    """``sessions`` clients on 127.0.0.1 send one message per connection for ``seconds``.
+
+    Each connection runs EHLO, MAIL, RCPT, DATA, the message and QUIT; each step waits
+    at most ``step_timeout`` for its reply. A connection that fails before the 250 for
+    the message is counted by how it failed (in ``failures``) and the client tries
+    again 50 ms later. Transactions in flight when the window closes finish; their
+    250s count in ``acked_late`` only, not in the rate.
+    """
+    return asyncio.run(_Mailers(port, size, step_timeout).run(sessions, seconds))
+
+
+# --- the hostile crowd ----------------------------------------------------------------
+
+
+@dataclass
+class CrowdProcess:
+    """A running crowd.py: its counters when it was ready, and on request."""
+
+    proc: subprocess.Popen[str]
+    ready: dict[str, Any]
+    error: str = ""
+    done: dict[str, Any] = field(default_factory=dict)
+
+    def _line(self, tag: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        head, _, body = line.partition(" ")
+        if head != tag:
+            raise RuntimeError(f"crowd.py said {line.strip()[:200]!r}, wanted {tag}")
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    def cpu_seconds(self) -> float:
+        return procs.cpu_seconds([self.proc.pid])
+
+    def stats(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("STATS\n")
+        self.proc.stdin.flush()
+        return self._line("STATS")
+
+    def close(self) -> dict[str, Any]:
+        """Close every crowd connection and wait for the process; its final counters."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        try:  # the DONE line fits in the pipe, so the crowd exits without being read
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.error = "crowd.py did not stop in 30 s; killed"
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout.read().splitlines():
+            head, _, body = line.partition(" ")
+            if head == "DONE":
+                self.done = json.loads(body)
+        return self.done
+
+
+def open_crowd(
+    port: int, count: int, *, addresses: int, lifetime: float, log_path: Path
+) -> CrowdProcess:
+    """Start crowd.py and wait until every slot has made its first connection attempt.
+
+    Its stderr goes to ``log_path``.
+    """
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "crowd.py"), "--port", str(port), "--count", str(count),
+             "--addresses", str(addresses), "--lifetime", str(lifetime)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+    crowd = CrowdProcess(proc, {})
+    try:
+        crowd.ready = crowd._line("READY")
+    except (RuntimeError, ValueError) as exc:
+        crowd.close()
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+        crowd.error = f"{exc} {' '.join(tail)}".strip()[-300:]
+    return crowd

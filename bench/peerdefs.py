@@ -55,6 +55,19 @@ class Launch:
     maildir: Path | None  # Maildir root whose new/ is counted, if any
 
 
+TMPFS = Path(os.environ.get("BENCH_TMPFS", "/dev/shm"))
+
+
+def tmpfs_dir(name: str) -> Path | None:
+    """A fresh directory on tmpfs (``BENCH_TMPFS``, default /dev/shm), or None if unusable."""
+    if not TMPFS.is_dir() or not os.access(TMPFS, os.W_OK):
+        return None
+    path = TMPFS / f"tsmtp-bench-{os.getpid()}" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def slug(peer: Peer) -> str:
     return peer.name.lower().replace(" ", "-")
 
@@ -160,24 +173,23 @@ def tsmtp_command() -> tuple[list[str], dict[str, str]] | None:
 
 
 def write_tsmtp_config(
-    cfg: Path, peer: Peer, port: int, maildir: Path | None, log_level: str
+    cfg: Path, peer: Peer, port: int, maildir: Path | None, log_level: str, crowd: bool = False
 ) -> None:
+    """Write tsmtp's config dir; ``crowd``: per-address limits for everyone, no other tuning."""
     fresh_dir(cfg)
     lines = [f'hostname = "{HOSTNAME}"']
     if peer.nodes > 1:
         lines.append(f"nodes = {peer.nodes}")
     lines.append(f'log_level = "{log_level}"')
-    lines += [
-        "",
-        "[[listen]]",
-        f'address = "127.0.0.1:{port}"',
-        "",
-        "[limits]",
-        "max_connections = 20000",
+    lines += ["", "[[listen]]", f'address = "127.0.0.1:{port}"', "", "[limits]"]
+    if crowd:
+        # The crowd comes from 500 loopback addresses: the per-address limits apply to them
+        # as they would on the internet, and every other limit keeps tsmtp's default.
+        lines.append("exempt_networks = []")
+    else:
         # Every benchmark client connects from 127.0.0.1.
-        "max_connections_per_ip = 20000",
-        "",
-    ]
+        lines += ["max_connections = 20000", "max_connections_per_ip = 20000"]
+    lines.append("")
     (cfg / "smtp.toml").write_text("\n".join(lines))
     queue = "queue.maildir" if peer.store == "maildir" else "queue.discard"
     (cfg / "plugins").write_text(f"rcpt_to.in_host_list\n{queue}\n")
@@ -187,14 +199,24 @@ def write_tsmtp_config(
 
 
 def launch_tsmtp(
-    peer: Peer, port: int, base: Path, command: tuple[list[str], dict[str, str]], log_level: str
+    peer: Peer,
+    port: int,
+    base: Path,
+    command: tuple[list[str], dict[str, str]],
+    log_level: str,
+    crowd: bool = False,
 ) -> Launch:
     maildir = base / "maildir" if peer.store == "maildir" else None
     cfg = base / "tsmtp-config"
-    write_tsmtp_config(cfg, peer, port, maildir, log_level)
+    write_tsmtp_config(cfg, peer, port, maildir, log_level, crowd)
     prefix, env = command
     argv = [*prefix, "run", "--config", str(cfg)]
     return Launch(Server(peer.name, argv, port, base / "server.log", env=env, cwd=base), maildir)
+
+
+def crowd_eligible(peer: Peer) -> bool:
+    """The hostile-crowd scenario runs on single-process Maildir peers (it counts new/)."""
+    return peer.store == "maildir" and peer.nodes == 1
 
 
 def peer_available(peer: Peer, tsmtp_cmd: object) -> str | None:

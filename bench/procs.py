@@ -8,6 +8,7 @@ process found by name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import signal
@@ -106,8 +107,18 @@ def rss_kib(pids: Iterable[int]) -> int:
     return total
 
 
-def _preexec() -> None:
+def _preexec(cpus: frozenset[int] | None) -> None:
     raise_nofile()
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def split_cpus() -> tuple[frozenset[int], frozenset[int]] | None:
+    """(CPUs for a server, CPUs for its clients), or None with fewer than two CPUs."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        return None
+    return frozenset(mine[:1]), frozenset(mine[1:])
 
 
 @dataclass
@@ -120,6 +131,7 @@ class Server:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    cpus: frozenset[int] | None = None  # CPU affinity of the whole process tree, if set
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     stopped: bool = field(default=False, init=False)
 
@@ -144,7 +156,7 @@ class Server:
                 cwd=self.cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_preexec,
+                preexec_fn=functools.partial(_preexec, self.cpus),
             )
 
     def alive(self) -> bool:

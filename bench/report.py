@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,201 @@ def tsmtp_ratio_table(results: dict[str, dict[str, Any]], keys: list[str]) -> st
     return table(header, rows)
 
 
+# --- hostile crowd ---------------------------------------------------------------------
+
+CROWD_TARGET = 0.90  # legitimate rate under a crowd, as a fraction of the rate with none
+
+
+def _crowd_levels(res: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    levels: dict[str, list[dict[str, Any]]] = (res.get("crowd") or {}).get("levels", {})
+    return levels
+
+
+def _good(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rounds if r.get("ok") and "crowded" in r]
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _crowd_rates(rounds: list[dict[str, Any]], window: str) -> float | None:
+    return _median([r[window]["rate"] for r in _good(rounds)])
+
+
+def _crowd_store(rounds: list[dict[str, Any]]) -> str:
+    stores = [r["store"] for r in rounds if r.get("store")]
+    if not stores:
+        return "-"
+    acked = sum(s["acked"] for s in stores)
+    stored = sum(s["stored"] for s in stores)
+    bad = any(s["acked"] != s["stored"] for s in stores)
+    return f"MISMATCH {stored}/{acked}" if bad else f"{stored}/{acked}"
+
+
+def _delta(entry: dict[str, Any], key: str) -> int:
+    return int(entry["crowd_end"][key]) - int(entry["crowd_start"][key])
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def crowd_table(results: dict[str, dict[str, Any]]) -> str:
+    header = [
+        "peer",
+        "crowd",
+        "msgs/s without",
+        "msgs/s with",
+        "with / without",
+        f">= {CROWD_TARGET:.0%}",
+        "p50 / p99 ms with",
+        "slowest second with",
+        "failed attempts with",
+        "crowd held (window start / end)",
+        "crowd closed by server / refused",
+        "CPU server without / with",
+        "CPU legit / crowd clients",
+        "server RSS MiB with",
+        "Maildir stored/acked",
+    ]
+    rows = []
+    for name, res in results.items():
+        for key, rounds in _crowd_levels(res).items():
+            good = _good(rounds)
+            if not good:
+                rows.append([name, key, "n/a"] + [""] * (len(header) - 4) + [_crowd_store(rounds)])
+                continue
+            ratios = [r["ratio"] for r in good if r.get("ratio") is not None]
+            share = _median(ratios)
+            shown = "n/a" if share is None else f"{share:.2f}x"
+            if len(ratios) > 1:
+                shown += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+            verdict = "n/a" if share is None else "yes" if share >= CROWD_TARGET else "NO"
+            crowded = [r["crowded"] for r in good]
+            rss = _median([c["rss_kib"] for c in crowded])
+            rows.append(
+                [
+                    name,
+                    key,
+                    fmt(_crowd_rates(rounds, "baseline")),
+                    fmt(_crowd_rates(rounds, "crowded")),
+                    shown,
+                    verdict,
+                    f"{fmt(_median([c['p50_ms'] for c in crowded]), 1)} / "
+                    f"{fmt(_median([c['p99_ms'] for c in crowded]), 1)}",
+                    fmt(min((min(c["per_second"], default=0) for c in crowded), default=None)),
+                    str(sum(sum(c["failures"].values()) for c in crowded)),
+                    f"{min(r['crowd_start']['holding'] for r in good)} / "
+                    f"{min(r['crowd_end']['holding'] for r in good)}",
+                    f"{sum(_delta(r, 'server_closed') for r in good)} / "
+                    + str(
+                        sum(
+                            _delta(r, k)
+                            for r in good
+                            for k in ("refused", "connect_failed", "setup_failed")
+                        )
+                    ),
+                    f"{_share(_median([r['baseline']['server_cpu'] for r in good]))} / "
+                    f"{_share(_median([c['server_cpu'] for c in crowded]))}",
+                    f"{_share(_median([c['legit_cpu'] for c in crowded]))} / "
+                    f"{_share(_median([c.get('crowd_cpu') for c in crowded]))}",
+                    fmt(rss / 1024 if rss else None),
+                    _crowd_store(rounds),
+                ]
+            )
+    return table(header, rows)
+
+
+def crowd_failures(results: dict[str, dict[str, Any]]) -> list[str]:
+    """How the legitimate clients' failed attempts failed, per peer and level."""
+    out = []
+    for name, res in results.items():
+        for key, rounds in _crowd_levels(res).items():
+            kinds: dict[str, int] = {}
+            for r in _good(rounds):
+                for window in ("baseline", "crowded"):
+                    for kind, n in r[window]["failures"].items():
+                        label = f"{kind} ({'with' if window == 'crowded' else 'without'} crowd)"
+                        kinds[label] = kinds.get(label, 0) + n
+            if kinds:
+                text = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+                out.append(f"{name}, crowd {key}: {text}")
+    return out
+
+
+def crowd_ratio_table(results: dict[str, dict[str, Any]]) -> str:
+    crowded = {n: _crowd_levels(r) for n, r in results.items() if _crowd_levels(r)}
+    ts = [n for n in crowded if results[n].get("tsmtp")]
+    others = [n for n in crowded if not results[n].get("tsmtp")]
+    levels = sorted({int(k) for lv in crowded.values() for k in lv})
+    header = ["tsmtp variant", "crowd", *others]
+    rows = []
+    for t in ts:
+        for level in levels:
+            for window, label in (("baseline", f"without ({level} run)"), ("crowded", str(level))):
+                mine = _crowd_rates(crowded[t].get(str(level), []), window)
+                rows.append(
+                    [t, label]
+                    + [
+                        ratio(mine, _crowd_rates(crowded[o].get(str(level), []), window))
+                        for o in others
+                    ]
+                )
+    return table(header, rows)
+
+
+def crowd_section(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> list[str]:
+    crowd = meta["crowd"]
+    lines = [
+        "## Hostile crowd (legitimate messages/s while slow connections are held)",
+        "",
+        f"{crowd['sessions']} legitimate clients on 127.0.0.1 send 1 KiB messages, one per "
+        f"connection. On a fresh server per round ({crowd['rounds']} per row, medians shown): "
+        f"a {crowd['seconds']:.0f} s window without a crowd, then one while a crowd of slow "
+        f"connections from {crowd['addresses']} other loopback addresses is held open (a "
+        "third trickle a command one byte every 2 s, a third go silent after EHLO, a third "
+        'trickle a DATA body; closed ones reconnect after about 1 s). "with / without" is '
+        "the median of the rounds' ratios (range in brackets), against a target of "
+        f">= {CROWD_TARGET:.0%}. Every 250 the legitimate clients received (warm-up "
+        "included) must be a file in maildir/new once the crowd has gone. The slowest second: "
+        "the fewest 250s in one whole second of a window with the crowd (a lock-out shows "
+        "as 0). CPU: share of one "
+        "core over the window, used by the server (process tree), the legitimate clients "
+        "and the crowd client.",
+        "",
+    ]
+    setups = {
+        json.dumps(r["crowd"].get("setup"), sort_keys=True)
+        for r in results.values()
+        if r.get("crowd")
+    }
+    for text in sorted(setups):
+        setup = json.loads(text) or {}
+        where = "tmpfs" if setup.get("maildir_on_tmpfs") else "the bench's disk"
+        cpus = (
+            f"the server on CPU {setup['server_cpus']}, the clients on CPU {setup['client_cpus']}"
+            if setup.get("server_cpus")
+            else "no CPU pinning (fewer than 2 CPUs)"
+        )
+        lines += [f"Set-up: Maildir on {where}; {cpus}.", ""]
+    lines += [crowd_table(results), ""]
+    failures = crowd_failures(results)
+    if failures:
+        lines += ["Failed attempts of the legitimate clients, by kind:", ""]
+        lines += [f"- {f}" for f in failures] + [""]
+    with_crowd = [r for r in results.values() if r.get("crowd")]
+    if any(r.get("tsmtp") for r in with_crowd) and not all(r.get("tsmtp") for r in with_crowd):
+        lines += [
+            "## tsmtp relative to each peer under the crowd (tsmtp msgs/s / peer msgs/s)",
+            "",
+            crowd_ratio_table(results),
+            "",
+        ]
+    return lines
+
+
 def problems(results: dict[str, dict[str, Any]]) -> list[str]:
     out = []
     for name, res in results.items():
@@ -206,6 +402,16 @@ def problems(results: dict[str, dict[str, Any]]) -> list[str]:
         chk = res.get("store_check")
         if chk and chk["mismatches"]:
             out.append(f"{name} Maildir MISMATCH: " + "; ".join(chk["mismatches"])[:300])
+        for key, rounds in _crowd_levels(res).items():
+            for i, entry in enumerate(rounds, 1):
+                if not entry.get("ok"):
+                    out.append(
+                        f"{name} crowd {key} round {i}: {entry.get('error', 'failed')}"[:300]
+                    )
+                if entry.get("crowd_error"):
+                    out.append(f"{name} crowd {key} round {i}: {entry['crowd_error']}")
+            if _crowd_store(rounds).startswith("MISMATCH"):
+                out.append(f"{name} crowd {key}: Maildir {_crowd_store(rounds)}")
         for n, entry in res.get("idle", {}).items():
             if entry.get("failed"):
                 out.append(
@@ -233,6 +439,20 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in meta["versions"].items()]
     lines += ["", "## Scenarios", ""]
+    if meta.get("crowd"):
+        c = meta["crowd"]
+        lines.append(
+            f"- Hostile crowd: {', '.join(str(n) for n in c['levels'] if n)} slow connections "
+            f"from {c['addresses']} loopback addresses; {c['sessions']} legitimate clients, "
+            f"{c['seconds']:.0f} s windows without and with, {c['rounds']} round(s) "
+            "(see its section)"
+        )
+    if not meta.get("standard", True):
+        lines += ["", *crowd_section(meta, results), "## Problems", ""]
+        probs = problems(results)
+        lines += [f"- {p}" for p in probs] if probs else ["- none"]
+        lines.append("")
+        return "\n".join(lines)
     lines += [f"- {k.upper()}: {v}" for k, v in titles.items()]
     lines += [
         f"- Latency: {meta['latency_count']} sequential MAIL/RCPT/DATA transactions (1 KiB) on one "
@@ -255,9 +475,10 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         "",
         tsmtp_ratio_table(results, keys),
         "",
-        "## Problems",
-        "",
     ]
+    if meta.get("crowd"):
+        lines += crowd_section(meta, results)
+    lines += ["## Problems", ""]
     probs = problems(results)
     lines += [f"- {p}" for p in probs] if probs else ["- none"]
     lines.append("")

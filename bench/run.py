@@ -3,6 +3,8 @@
 
     python bench/run.py            # full run (3 timed runs per figure)
     python bench/run.py --quick    # smoke test: 1 run, small counts
+    python bench/run.py --crowd    # also the hostile-crowd scenario (~4 min more)
+    python bench/run.py --crowd-only
 
 Installs the peers (bench/setup_peers.sh), then for each server in turn:
 starts it on a fresh 127.0.0.1 port, drives it with Postfix's smtp-source
@@ -14,7 +16,11 @@ Only the standard library is needed to run this script.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +35,7 @@ import peerdefs  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
 from peerdefs import Peer  # noqa: E402
-from procs import Server, free_port, raise_nofile  # noqa: E402
+from procs import Server, free_port, raise_nofile, split_cpus  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -62,6 +68,22 @@ def parse_args() -> argparse.Namespace:
         "(default 1500, quick 600)",
     )
     ap.add_argument(
+        "--crowd",
+        action="store_true",
+        help="also run the hostile-crowd scenario on the single-process Maildir peers",
+    )
+    ap.add_argument(
+        "--crowd-only",
+        action="store_true",
+        help="run only the hostile-crowd scenario (implies --crowd)",
+    )
+    ap.add_argument(
+        "--crowd-rounds",
+        type=int,
+        default=1,
+        help="paired measurements (without, with the crowd) per crowd level (default 1)",
+    )
+    ap.add_argument(
         "--tsmtp-log-level",
         default="WARN",
         help="log_level written to tsmtp's smtp.toml (default WARN, like the Haraka config)",
@@ -76,10 +98,17 @@ def install() -> None:
         log(f"   setup_peers.sh exited {rc}; peers that are missing will be reported n/a")
 
 
-def select_peers(spec: str) -> list[Peer]:
-    if not spec:
-        return list(peerdefs.ALL_PEERS)
+def select_peers(spec: str, crowd_only: bool) -> list[Peer]:
     wanted = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    if crowd_only:  # smtp-sink holds no connections worth comparing
+        return [
+            p
+            for p in peerdefs.ALL_PEERS
+            if peerdefs.crowd_eligible(p)
+            and (not wanted or any(w in p.name.lower() for w in wanted))
+        ]
+    if not wanted:
+        return list(peerdefs.ALL_PEERS)
     return [
         p
         for p in peerdefs.ALL_PEERS
@@ -87,21 +116,35 @@ def select_peers(spec: str) -> list[Peer]:
     ]
 
 
-def launch(peer: Peer, port: int, base: Path, tsmtp_cmd: Any, log_level: str) -> peerdefs.Launch:
+def launch(
+    peer: Peer, port: int, base: Path, tsmtp_cmd: Any, log_level: str, crowd: bool
+) -> peerdefs.Launch:
     if peer.family == "smtp-sink":
         return peerdefs.launch_sink(peer, port, base)
     if peer.family == "aiosmtpd":
         return peerdefs.launch_aiosmtpd(peer, port, base)
     if peer.family == "haraka":
         return peerdefs.launch_haraka(peer, port, base)
-    return peerdefs.launch_tsmtp(peer, port, base, tsmtp_cmd, log_level)
+    return peerdefs.launch_tsmtp(peer, port, base, tsmtp_cmd, log_level, crowd)
 
 
-def start_server(peer: Peer, base: Path, tsmtp_cmd: Any, log_level: str) -> peerdefs.Launch | str:
-    """Start the peer on a fresh port; the Launch, or a status text on failure."""
+def start_server(
+    peer: Peer,
+    base: Path,
+    tsmtp_cmd: Any,
+    log_level: str,
+    crowd: bool = False,
+    cpus: frozenset[int] | None = None,
+) -> peerdefs.Launch | str:
+    """Start the peer on a fresh port; the Launch, or a status text on failure.
+
+    ``crowd`` starts tsmtp with the hostile-crowd config (the other peers have one config);
+    ``cpus`` confines the server's process tree to those CPUs.
+    """
     port = free_port()
-    started = launch(peer, port, base, tsmtp_cmd, log_level)
+    started = launch(peer, port, base, tsmtp_cmd, log_level, crowd)
     server = started.server
+    server.cpus = cpus
     log(f"== {peer.name}: starting on 127.0.0.1:{port}")
     try:
         server.start()
@@ -123,20 +166,39 @@ def stop_checked(server: Server, res: dict[str, Any]) -> Server:
     return server
 
 
-def bench_peer(peer: Peer, plan: scenarios.Plan, tsmtp_cmd: Any, log_level: str) -> dict[str, Any]:
+def bench_peer(
+    peer: Peer,
+    plan: scenarios.Plan,
+    tsmtp_cmd: Any,
+    log_level: str,
+    *,
+    standard: bool,
+    crowd: bool,
+) -> dict[str, Any]:
     res: dict[str, Any] = {"tsmtp": peer.is_tsmtp, "store": peer.store, "nodes": peer.nodes}
     why = peerdefs.peer_available(peer, tsmtp_cmd)
     if why:
         res["status"] = f"n/a: {why}"
         log(f"== {peer.name}: n/a ({why})")
         return res
+    res["status"] = "ok"
+    if standard:
+        bench_standard(peer, plan, tsmtp_cmd, log_level, res)
+    if crowd and peerdefs.crowd_eligible(peer):
+        res["crowd"] = bench_crowd(peer, plan.crowd, tsmtp_cmd, log_level)
+    return res
+
+
+def bench_standard(
+    peer: Peer, plan: scenarios.Plan, tsmtp_cmd: Any, log_level: str, res: dict[str, Any]
+) -> None:
+    """S1-S3, latency, idle sessions and CPU, into ``res``."""
     base = peerdefs.fresh_dir(peerdefs.WORK / "runs" / peerdefs.slug(peer))
     started = start_server(peer, base, tsmtp_cmd, log_level)
     if isinstance(started, str):
         res["status"] = started
-        return res
+        return
     server, maildir = started.server, started.maildir
-    res["status"] = "ok"
     res["pids_at_start"] = len(server.tree())
     res["rss_start_kib"] = server.rss_kib()
     check = scenarios.StoreCheck()
@@ -165,12 +227,78 @@ def bench_peer(peer: Peer, plan: scenarios.Plan, tsmtp_cmd: Any, log_level: str)
         res["store_check"] = check.as_dict()
         if check.mismatches:
             log(f"   MAILDIR MISMATCH: {check.mismatches}")
-    return res
+
+
+def crowd_round(
+    peer: Peer,
+    base: Path,
+    tsmtp_cmd: Any,
+    log_level: str,
+    cpus: tuple[frozenset[int], frozenset[int]] | None,
+    plan: scenarios.CrowdPlan,
+    level: int,
+) -> dict[str, Any]:
+    started = start_server(
+        peer, base, tsmtp_cmd, log_level, crowd=True, cpus=cpus[0] if cpus else None
+    )
+    if isinstance(started, str):
+        return {"level": level, "ok": False, "error": started}
+    try:
+        return scenarios.run_crowd_round(started.server, started.maildir, plan, level, log)
+    except Exception as exc:  # keep going with the other rounds and peers
+        log(traceback.format_exc())
+        return {"level": level, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        started.server.stop()
+        scenarios.clear_new(started.maildir)
+
+
+def bench_crowd(
+    peer: Peer, plan: scenarios.CrowdPlan, tsmtp_cmd: Any, log_level: str
+) -> dict[str, Any]:
+    """The crowd's rounds, each on a fresh server: the set-up used, and the rounds by level.
+
+    The Maildir is on tmpfs when there is one, and the server runs on its own CPU, the
+    bench's clients (this process and the crowd) on the others: on this VM the disk's
+    fsync latency and the scheduler putting client and server on one core each swing the
+    rate by tens of percent from one second to the next, which would drown what the crowd
+    does to the server.
+    """
+    levels: dict[str, list[dict[str, Any]]] = {}
+    base = peerdefs.fresh_dir(peerdefs.WORK / "runs" / f"{peerdefs.slug(peer)}-crowd")
+    tmpfs = peerdefs.tmpfs_dir(f"{peerdefs.slug(peer)}-crowd")
+    if tmpfs is not None:
+        (base / "maildir").symlink_to(tmpfs, target_is_directory=True)
+    cpus = split_cpus()
+    own_cpus = os.sched_getaffinity(0)
+    setup = {
+        "maildir_on_tmpfs": tmpfs is not None,
+        "server_cpus": sorted(cpus[0]) if cpus else None,
+        "client_cpus": sorted(cpus[1]) if cpus else None,
+    }
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus[1])  # the crowd process inherits it
+        for level in plan.levels:
+            rounds = levels.setdefault(str(level), [])
+            for i in range(plan.rounds):
+                log(f"   hostile crowd of {level}, round {i + 1} (fresh server)")
+                rounds.append(crowd_round(peer, base, tsmtp_cmd, log_level, cpus, plan, level))
+    finally:
+        os.sched_setaffinity(0, own_cpus)
+        if tmpfs is not None:
+            shutil.rmtree(tmpfs, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                tmpfs.parent.rmdir()
+    return {"setup": setup, "levels": levels}
 
 
 def main() -> int:
     args = parse_args()
     plan = scenarios.quick_plan() if args.quick else scenarios.full_plan()
+    plan = dataclasses.replace(
+        plan, crowd=dataclasses.replace(plan.crowd, rounds=max(1, args.crowd_rounds))
+    )
     budget = args.budget if args.budget is not None else (600.0 if args.quick else 1500.0)
     nofile = raise_nofile()
     load_start = loadavg()
@@ -183,11 +311,15 @@ def main() -> int:
     log(f"== RLIMIT_NOFILE soft limit: {nofile}")
 
     results: dict[str, dict[str, Any]] = {}
-    for peer in select_peers(args.peers):
+    standard = not args.crowd_only
+    crowd = args.crowd or args.crowd_only
+    for peer in select_peers(args.peers, args.crowd_only):
         if time.monotonic() - t0 > budget:
             results[peer.name] = {"tsmtp": peer.is_tsmtp, "status": "n/a: skipped (time budget)"}
             continue
-        results[peer.name] = bench_peer(peer, plan, tsmtp_cmd, args.tsmtp_log_level)
+        results[peer.name] = bench_peer(
+            peer, plan, tsmtp_cmd, args.tsmtp_log_level, standard=standard, crowd=crowd
+        )
 
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -199,9 +331,11 @@ def main() -> int:
             "load average at start / end": f"{load_start} / {loadavg()}",
         },
         "versions": report.peer_versions(tsmtp_cmd),
-        "scenarios": {s.key: s.title for s in plan.throughput},
+        "standard": standard,
+        "scenarios": {s.key: s.title for s in plan.throughput} if standard else {},
         "latency_count": plan.latency_count,
         "idle_counts": list(plan.idle_counts),
+        "crowd": dataclasses.asdict(plan.crowd) if crowd else None,
     }
     text = report.render(meta, results)
     print()

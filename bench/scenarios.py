@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +29,16 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class CrowdPlan:
+    levels: tuple[int, ...]  # hostile connections
+    seconds: float  # each measuring window of the legitimate clients
+    warmup: float  # untimed legitimate mail on the fresh server, before the baseline
+    sessions: int  # legitimate clients
+    addresses: int  # loopback source addresses the crowd is spread over
+    rounds: int = 1  # paired measurements per level, each on a fresh server
+
+
+@dataclass(frozen=True)
 class Plan:
     runs: int
     target_seconds: float  # wanted length of one timed smtp-source run
@@ -37,6 +48,7 @@ class Plan:
     idle_counts: tuple[int, ...]
     source_timeout: float
     idle_timeout: float
+    crowd: CrowdPlan
 
 
 def full_plan() -> Plan:
@@ -53,6 +65,7 @@ def full_plan() -> Plan:
         idle_counts=(1000, 10000),
         source_timeout=120.0,
         idle_timeout=120.0,
+        crowd=CrowdPlan((1500, 5000), seconds=10.0, warmup=2.0, sessions=10, addresses=500),
     )
 
 
@@ -70,6 +83,7 @@ def quick_plan() -> Plan:
         idle_counts=(100, 1000),
         source_timeout=60.0,
         idle_timeout=60.0,
+        crowd=CrowdPlan((1500, 5000), seconds=4.0, warmup=1.0, sessions=10, addresses=500),
     )
 
 
@@ -246,3 +260,98 @@ def run_idle(server: Server, plan: Plan, log: Log) -> dict[str, Any]:
         )
         out[str(n)] = entry
     return out
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _window(server: Server, plan: CrowdPlan, crowd: load.CrowdProcess | None) -> dict[str, Any]:
+    """One measuring window of the legitimate clients, and what it cost whom."""
+    rss = server.rss_kib()
+    cpu0, legit0 = server.cpu_seconds(), _own_cpu()
+    crowd0 = crowd.cpu_seconds() if crowd else 0.0
+    run = load.send_for(server.port, sessions=plan.sessions, seconds=plan.seconds)
+    # Shares of one core over the window: the server's, the legitimate clients' (this
+    # process) and the crowd client's.
+    out: dict[str, Any] = {
+        "rate": run.rate,
+        "acked": run.acked,
+        "acked_late": run.acked_late,
+        "failures": run.failures,
+        "p50_ms": statistics.median(run.samples_ms) if run.samples_ms else None,
+        "p99_ms": load.percentile(run.samples_ms, 99) if run.samples_ms else None,
+        "server_cpu": (server.cpu_seconds() - cpu0) / plan.seconds,
+        "legit_cpu": (_own_cpu() - legit0) / plan.seconds,
+        "rss_kib": rss,
+        # 250s in each whole second of the window: a lock-out shows as seconds near 0.
+        "per_second": [
+            sum(1 for at in run.acked_at if i <= at < i + 1) for i in range(int(plan.seconds))
+        ],
+    }
+    if crowd is not None:
+        out["crowd_cpu"] = (crowd.cpu_seconds() - crowd0) / plan.seconds
+    return out
+
+
+def run_crowd_round(
+    server: Server, maildir: Path | None, plan: CrowdPlan, level: int, log: Log
+) -> dict[str, Any]:
+    """A baseline window, then a window while ``level`` hostile connections are held.
+
+    On a fresh server: untimed warm-up mail, the baseline window with no crowd, then the
+    crowd, and once every crowd slot has made its first attempt (and 1 s more) the crowd
+    window. Pairing the two on one server cancels drift from whatever else the machine
+    does. Every 250 the legitimate clients received must be a file in maildir/new once
+    the crowd has gone.
+    """
+    before = count_new(maildir)
+    warm = load.send_for(server.port, sessions=plan.sessions, seconds=plan.warmup)
+    entry: dict[str, Any] = {"level": level, "ok": False}
+    acked = warm.total_acked
+    baseline = _window(server, plan, None)
+    entry["baseline"] = baseline
+    acked += baseline["acked"] + baseline["acked_late"]
+    lifetime = 60.0 + plan.seconds + 120.0  # ready timeout, window, margin
+    crowd = load.open_crowd(
+        server.port,
+        level,
+        addresses=plan.addresses,
+        lifetime=lifetime,
+        log_path=server.log_path.with_name("crowd.log"),
+    )
+    try:
+        if crowd.error:
+            entry["error"] = f"crowd did not start: {crowd.error}"
+            return entry
+        entry["crowd_ready"] = crowd.ready
+        time.sleep(1.0)  # refused slots are reconnecting by now
+        entry["crowd_start"] = crowd.stats()
+        crowded = _window(server, plan, crowd)
+        entry["crowd_end"] = crowd.stats()
+        entry["crowded"] = crowded
+        acked += crowded["acked"] + crowded["acked_late"]
+    finally:
+        entry["crowd_done"] = crowd.close()
+        if crowd.error:
+            entry["crowd_error"] = crowd.error
+    time.sleep(1.0)  # the server notices the crowd's closed connections
+    stored = count_new(maildir) - before
+    entry["ok"] = server.alive()
+    if not entry["ok"]:
+        entry["error"] = "server exited during the run"
+    if maildir is not None:
+        entry["store"] = {"acked": acked, "stored": stored}
+    base_rate, rate = baseline["rate"], crowded["rate"]
+    entry["ratio"] = rate / base_rate if base_rate else None
+    held = entry["crowd_end"]["holding"]
+    failed = crowded["failures"]
+    log(
+        f"    crowd {level}: {rate:.0f}/s vs {base_rate:.0f}/s without"
+        + (f" = {entry['ratio']:.2f}" if entry["ratio"] is not None else "")
+        + f", crowd held {held}/{level}"
+        + (f", failures {failed}" if failed else "")
+        + (f", Maildir {stored}/{acked}" if maildir is not None else "")
+    )
+    return entry
