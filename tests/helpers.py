@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tsmtp import Connection, Outcome, Plugin, Verdict, override
+from tsmtp import Connection, Outcome, Plugin, Transaction, Verdict, override
 from tsmtp.testing import AcceptAll
 
 __all__ = ["AcceptAll", "MemoryQueue", "body_after_received"]
@@ -16,7 +16,7 @@ class MemoryQueue(Plugin):
     stored: ClassVar[list[tuple[str, list[str], bytes]]] = []
 
     @override
-    async def hook_queue(self, connection: Connection) -> Outcome:
+    async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         message = b"".join(txn.message_chunks())

@@ -6,7 +6,7 @@ import struct
 
 import trio
 
-from tsmtp import Connection, Outcome, Plugin, Verdict, override
+from tsmtp import Connection, Outcome, Plugin, Transaction, Verdict, override
 from tsmtp.config import Limits, Listener, ProxySettings
 from tsmtp.testing import running_server, test_config
 
@@ -226,7 +226,7 @@ async def test_dsn_parameters_are_kept_only_when_dsn_is_enabled() -> None:
 
     class Keep(Plugin):
         @override
-        async def hook_data_post(self, connection: Connection) -> Outcome:
+        async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
             txn = connection.transaction
             assert txn is not None
             p = txn.mail_params

@@ -95,7 +95,7 @@ class LowerSubject(Plugin):
     seen: ClassVar[list[str]] = []
 
     @override
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         self.seen.append(txn.header().get("Subject", "").lower())

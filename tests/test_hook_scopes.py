@@ -10,7 +10,17 @@ from typing import ClassVar
 import pytest
 import trio
 
-from tsmtp import Address, Connection, MailParams, Outcome, Plugin, RcptParams, Verdict, override
+from tsmtp import (
+    Address,
+    Connection,
+    MailParams,
+    Outcome,
+    Plugin,
+    RcptParams,
+    Transaction,
+    Verdict,
+    override,
+)
 from tsmtp.config import PluginSettings
 from tsmtp.testing import running_server, test_config
 
@@ -97,12 +107,12 @@ class EnterScopesFirst(Plugin):
         return Verdict.OK
 
     @override
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
         await self._step("data_post")
         return None
 
     @override
-    async def hook_queue(self, connection: Connection) -> Outcome:
+    async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
         await self._step("queue")
         return None  # MemoryQueue, next in the chain, stores the message
 

@@ -17,6 +17,7 @@ from tsmtp import (
     Plugin,
     PluginConfig,
     RcptParams,
+    Transaction,
     Verdict,
     hooks,
     override,
@@ -200,7 +201,9 @@ class Relay(Plugin):
         return None
 
     @override
-    async def hook_queue_outbound(self, connection: Connection) -> Outcome:
+    async def hook_queue_outbound(
+        self, connection: Connection, transaction: Transaction
+    ) -> Outcome:
         assert connection.transaction is not None
         self.outbound.append(str(connection.transaction.recipients[0]))
         return Verdict.OK("queued for relay")
@@ -295,7 +298,7 @@ class Counter(Plugin):
         return None
 
     @override
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         self.log.append((connection.notes[SEEN], txn.notes["last"], self.server.notes["total"]))
@@ -360,7 +363,9 @@ class Observer(Plugin):
     events: ClassVar[list[str]] = []
 
     @override
-    async def hook_reset_transaction(self, connection: Connection) -> Outcome:
+    async def hook_reset_transaction(
+        self, connection: Connection, transaction: Transaction
+    ) -> Outcome:
         self.events.append("reset")
         raise RuntimeError("observers may fail too")
 
@@ -370,7 +375,9 @@ class Observer(Plugin):
         return None
 
     @override
-    async def hook_queue_ok(self, connection: Connection, message: str) -> Outcome:
+    async def hook_queue_ok(
+        self, connection: Connection, transaction: Transaction, message: str
+    ) -> Outcome:
         self.events.append(f"queue_ok {message.split()[0]}")
         return Verdict.DENY  # ignored
 

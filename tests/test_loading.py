@@ -37,11 +37,11 @@ def load(config: Path) -> list[str]:
 
 
 GOOD = """
-    from tsmtp import Connection, Outcome, Plugin, Verdict, override
+    from tsmtp import Connection, Outcome, Plugin, Verdict, override, Transaction
 
     class Good(Plugin):
         @override
-        async def hook_queue(self, connection: Connection) -> Outcome:
+        async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
             return Verdict.OK
 """
 
@@ -76,7 +76,8 @@ def test_plugins_load_from_search_path_and_bundled_dir(tmp_path: Path) -> None:
                     pass
             """,
             5,
-            "hook_queue must be async def hook_queue(self, connection: Connection) -> Outcome",
+            "hook_queue must be async def hook_queue(self, connection: Connection, "
+            "transaction: Transaction) -> Outcome",
         ),
         (
             """
@@ -105,13 +106,13 @@ def test_wrong_hooks_are_refused_with_file_line_and_signature(
 
 def test_registered_handler_must_be_async_and_well_shaped(tmp_path: Path) -> None:
     source = """
-        from tsmtp import Connection, Plugin, hooks
+        from tsmtp import Connection, Plugin, hooks, Transaction
 
         class P(Plugin):
             def register(self) -> None:
                 hooks.queue.register(self, self.store)
 
-            def store(self, connection: Connection) -> None:
+            def store(self, connection: Connection, transaction: Transaction) -> None:
                 pass
     """
     config = write_config(tmp_path, "bad\n", {"bad.py": source})

@@ -13,7 +13,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsmtp import Connection, MessageTooLarge, Outcome, Plugin, Verdict, override
+from tsmtp import Connection, MessageTooLarge, Outcome, Plugin, Transaction, Verdict, override
 from tsmtp.bundled.queue.maildir import Maildir, MaildirConfig
 from tsmtp.config import DataSettings
 from tsmtp.testing import (
@@ -38,7 +38,7 @@ class Rewrite(Plugin):
     """Tags the subject's language, drops an internal header and adds a banner."""
 
     @override
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         subject = txn.headers.get("Subject") or ""
@@ -174,7 +174,7 @@ class NoExecutables(Plugin):
     """Refuses messages with a .exe attachment, whatever their size."""
 
     @override
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         try:

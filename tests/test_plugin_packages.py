@@ -68,11 +68,11 @@ def install_distribution(
 
 
 PLUGIN = textwrap.dedent("""
-    from tsmtp import Connection, Outcome, Plugin, Verdict, override
+    from tsmtp import Connection, Outcome, Plugin, Verdict, override, Transaction
 
     class {name}(Plugin):
         @override
-        async def hook_queue(self, connection: Connection) -> Outcome:
+        async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
             return Verdict.OK
 """)
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from tsmtp import Address, Connection, Outcome, Plugin, RcptParams, Verdict, override
+from tsmtp import Address, Connection, Outcome, Plugin, RcptParams, Transaction, Verdict, override
 from tsmtp.config import Limits
 from tsmtp.testing import running_server, test_config
 
@@ -38,7 +38,7 @@ class Envelopes(Plugin):
     stored: ClassVar[list[list[tuple[str, str | None]]]] = []
 
     @override
-    async def hook_queue(self, connection: Connection) -> Outcome:
+    async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         self.stored.append(

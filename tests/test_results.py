@@ -19,6 +19,7 @@ from tsmtp import (
     PluginResult,
     RcptParams,
     Results,
+    Transaction,
     override,
 )
 from tsmtp.testing import AcceptAll, CaptureQueue, make_connection, make_transaction, running_server
@@ -200,7 +201,7 @@ class Findings(Plugin):
         return None
 
     @override
-    async def hook_data_post(self, connection: Connection) -> Outcome:
+    async def hook_data_post(self, connection: Connection, transaction: Transaction) -> Outcome:
         txn = connection.transaction
         assert txn is not None
         seen = connection.results.get(self)

@@ -13,7 +13,17 @@ import pytest
 import trio
 import trustme
 
-from tsmtp import Address, Connection, Credentials, MailParams, Outcome, Plugin, Verdict, override
+from tsmtp import (
+    Address,
+    Connection,
+    Credentials,
+    MailParams,
+    Outcome,
+    Plugin,
+    Transaction,
+    Verdict,
+    override,
+)
 from tsmtp.config import AuthSettings, ConfigError, Limits, Listener, SNICertificate, TLSSettings
 from tsmtp.server import Server
 from tsmtp.testing import running_server, test_config
@@ -225,7 +235,9 @@ async def test_swaks_starttls_auth_plain_and_implicit_tls(certs: TLSSettings) ->
 
     class Outbound(Plugin):
         @override
-        async def hook_queue_outbound(self, connection: Connection) -> Outcome:
+        async def hook_queue_outbound(
+            self, connection: Connection, transaction: Transaction
+        ) -> Outcome:
             return Verdict.OK
 
     async with running_server(

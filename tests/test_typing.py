@@ -75,6 +75,7 @@ from tsmtp import (
     Plugin,
     PluginConfig,
     RcptParams,
+    Transaction,
     Verdict,
     hooks,
     override,
@@ -97,7 +98,7 @@ SAMPLES = {
             def register(self) -> None:
                 hooks.queue.register(self, self.try_queue)
 
-            async def try_queue(self, connection: Connection) -> Outcome:
+            async def try_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
                 return Verdict.OK
 
             @override
@@ -142,7 +143,7 @@ SAMPLES = {
     "returns_garbage": """
         class ReturnsGarbage(Plugin):
             @override
-            async def hook_queue(self, connection: Connection) -> Outcome:
+            async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
                 return "OK"  # E: return-value
         """,
     "missing_override": """
@@ -248,7 +249,7 @@ def test_misspelt_hook_marked_override(checked: dict[str, list[Message]]) -> Non
 def test_handler_of_the_wrong_shape(checked: dict[str, list[Message]]) -> None:
     (error,) = assert_refused(checked["wrong_handler"], "wrong_handler")
     assert 'Argument 2 to "register" of "HookSpec"' in error.text
-    assert "Callable[[Connection], Awaitable[Verdict | Result | None]]" in error.text
+    assert "Callable[[Connection, Transaction], Awaitable[Verdict | Result | None]]" in error.text
 
 
 def test_missing_override_is_only_caught_with_explicit_override(

@@ -15,6 +15,7 @@ from .hookargs import Credentials, Denial
 from .log import LogMethods
 from .outbound import Bounce, Deferral, Delivery, OutboundMail
 from .protocol import Address, MailParams, RcptParams
+from .transaction import Transaction
 from .verdict import Outcome
 
 #: A handler for a hook of the plugin's own (``register_custom_hook``).
@@ -157,25 +158,33 @@ class Plugin(LogMethods):
     async def hook_rcpt_ok(self, connection: Connection, recipient: Address, /) -> Outcome:
         """A recipient was accepted by ``rcpt``; DENY here still refuses it."""
 
-    async def hook_data(self, connection: Connection, /) -> Outcome:
+    async def hook_data(self, connection: Connection, transaction: Transaction, /) -> Outcome:
         """The DATA command, before the 354."""
 
-    async def hook_data_post(self, connection: Connection, /) -> Outcome:
-        """The whole message is in ``connection.transaction``; decide before it is queued."""
+    async def hook_data_post(self, connection: Connection, transaction: Transaction, /) -> Outcome:
+        """The whole message is in ``transaction``; decide before it is queued."""
 
-    async def hook_max_data_exceeded(self, connection: Connection, /) -> Outcome:
+    async def hook_max_data_exceeded(
+        self, connection: Connection, transaction: Transaction, /
+    ) -> Outcome:
         """The message was larger than the size limit (it is refused with 552 by default)."""
 
-    async def hook_queue(self, connection: Connection, /) -> Outcome:
+    async def hook_queue(self, connection: Connection, transaction: Transaction, /) -> Outcome:
         """Store or forward the message; OK means it is safe and the client gets 250."""
 
-    async def hook_queue_outbound(self, connection: Connection, /) -> Outcome:
+    async def hook_queue_outbound(
+        self, connection: Connection, transaction: Transaction, /
+    ) -> Outcome:
         """Like ``queue``, for relayed mail (``connection.relaying``)."""
 
-    async def hook_queue_ok(self, connection: Connection, message: str, /) -> Outcome:
+    async def hook_queue_ok(
+        self, connection: Connection, transaction: Transaction, message: str, /
+    ) -> Outcome:
         """The message was queued; ``message`` is the reply text. Verdict ignored."""
 
-    async def hook_reset_transaction(self, connection: Connection, /) -> Outcome:
+    async def hook_reset_transaction(
+        self, connection: Connection, transaction: Transaction, /
+    ) -> Outcome:
         """The transaction is about to be discarded; always runs."""
 
     async def hook_auth(self, connection: Connection, credentials: Credentials, /) -> Outcome:

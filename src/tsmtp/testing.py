@@ -180,18 +180,17 @@ class CaptureQueue(Plugin):
         self.messages: list[CapturedMessage] = []
 
     @override
-    async def hook_queue(self, connection: Connection, /) -> Outcome:
-        return await self._capture(connection, outbound=False)
+    async def hook_queue(self, connection: Connection, transaction: Transaction, /) -> Outcome:
+        return await self._capture(transaction, outbound=False)
 
     @override
-    async def hook_queue_outbound(self, connection: Connection, /) -> Outcome:
-        return await self._capture(connection, outbound=True)
+    async def hook_queue_outbound(
+        self, connection: Connection, transaction: Transaction, /
+    ) -> Outcome:
+        return await self._capture(transaction, outbound=True)
 
-    async def _capture(self, connection: Connection, *, outbound: bool) -> Outcome:
-        txn = connection.transaction
-        if txn is None:
-            return Verdict.CONT
-        await txn.apply_body_filters()
+    async def _capture(self, txn: Transaction, *, outbound: bool) -> Outcome:
+        await txn.apply_body_filters()  # the core did already; a direct call_hook did not
         data = b"".join(txn.message_chunks())
         assert len(data) == txn.message_size(), "message_size() disagrees with message_chunks()"
         self.messages.append(

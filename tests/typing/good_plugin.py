@@ -102,10 +102,10 @@ class GoodPlugin(Plugin):
         handler: Callable[[Connection, Address, RcptParams], Awaitable[Outcome]] = self.check_rcpt
         hooks.rcpt.register(self, handler, priority=-10)
 
-    async def queue_first(self, connection: Connection) -> Outcome:
+    async def queue_first(self, connection: Connection, transaction: Transaction) -> Outcome:
         return None
 
-    async def queue_second(self, connection: Connection) -> Outcome:
+    async def queue_second(self, connection: Connection, transaction: Transaction) -> Outcome:
         return Verdict.OK
 
     async def check_rcpt(
@@ -201,7 +201,7 @@ class WrongReturnType(Plugin):
 
 class ReturnsGarbage(Plugin):
     @override
-    async def hook_queue(self, connection: Connection) -> Outcome:
+    async def hook_queue(self, connection: Connection, transaction: Transaction) -> Outcome:
         return "OK"  # type: ignore[return-value]
 
 
@@ -231,10 +231,12 @@ class WrongHandlers(Plugin):
         hooks.helo.register(self, self.wrong_types)  # type: ignore[arg-type]
         hooks.auth.register(self, self.wrong_types)  # type: ignore[arg-type]
 
-    async def wrong_shape(self, connection: Connection, recipient: Address) -> Outcome:
+    async def wrong_shape(
+        self, connection: Connection, transaction: Transaction, recipient: Address
+    ) -> Outcome:
         return None
 
-    def not_async(self, connection: Connection) -> Outcome:
+    def not_async(self, connection: Connection, transaction: Transaction) -> Outcome:
         return None
 
     async def wrong_types(self, connection: Connection, hostname: int) -> Outcome:

@@ -345,7 +345,7 @@ class SessionBase:
         if txn is None:
             return
         try:
-            await self.runner.run(H.reset_transaction, self.conn)
+            await self.runner.run(H.reset_transaction, self.conn, txn)
         finally:
             txn.log_results(self.conn.results)
             txn.discard()
@@ -418,11 +418,14 @@ class SessionBase:
         """Received header, data_post, then queue or queue_outbound: the final reply."""
         conn = self.conn
         txn.add_header("Received", self._received_header(txn))
-        decision = await self.runner.run(H.data_post, conn)
+        decision = await self.runner.run(H.data_post, conn, txn)
         if self._refuses(decision):
             return self._final_refusal(decision, H.data_post.deny, H.data_post.denysoft)
+        # Body filters plugins installed run once here, off the event loop for a large message,
+        # so that every queue plugin stores the same, filtered message.
+        await txn.apply_body_filters()
         hook = H.queue_outbound if conn.relaying else H.queue
-        decision = await self.runner.run(hook, conn)
+        decision = await self.runner.run(hook, conn, txn)
         if self._refuses(decision):
             return self._final_refusal(decision, hook.deny, hook.denysoft)
         if decision.verdict is not Verdict.OK:
@@ -434,7 +437,7 @@ class SessionBase:
                 f"queued {txn.uuid}: from {txn.sender.bracketed()} to {len(txn.recipients)} "
                 f"recipient(s), {txn.message_size()} octets"
             )
-        await self.runner.run(H.queue_ok, conn, reply.text)
+        await self.runner.run(H.queue_ok, conn, txn, reply.text)
         return reply
 
     def _received_header(self, txn: Transaction) -> str:

@@ -26,8 +26,9 @@ class Chunking(SessionBase):
         txn = conn.transaction
         refusal = sequencing.refusal("BDAT", self)
         if refusal is None and self._chunking is None:
+            assert txn is not None  # the sequencing table saw to it
             self._chunking = ChunkingState()
-            decision = await self.runner.run(H.data, conn)
+            decision = await self.runner.run(H.data, conn, txn)
             if self._refuses(decision):
                 if decision.verdict.disconnects:
                     self._refuse(decision, H.data.deny, H.data.denysoft)
@@ -44,7 +45,7 @@ class Chunking(SessionBase):
         await self._read_chunk(size, sink)
         chunking.size += size
         if chunking.refusal is None and chunking.size > limit:
-            decision = await self.runner.run(H.max_data_exceeded, conn)
+            decision = await self.runner.run(H.max_data_exceeded, conn, txn)
             chunking.refusal = (
                 self._refusal(decision, H.max_data_exceeded.deny, H.max_data_exceeded.denysoft)
                 if self._refuses(decision)

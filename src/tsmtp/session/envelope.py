@@ -155,7 +155,7 @@ class Envelope(SessionBase):
         self._require_no_argument("DATA", argument)
         txn = conn.transaction
         assert txn is not None  # the sequencing table saw to it
-        decision = await self.runner.run(H.data, conn)
+        decision = await self.runner.run(H.data, conn, txn)
         if self._refuses(decision):
             await self._end_transaction()
             self._refuse(decision, H.data.deny, H.data.denysoft)
@@ -197,7 +197,7 @@ class Envelope(SessionBase):
         conn = self.conn
         if reader.too_big:
             conn.lognotice(f"message too big: {reader.size} octets")
-            decision = await self.runner.run(H.max_data_exceeded, conn)
+            decision = await self.runner.run(H.max_data_exceeded, conn, txn)
             if self._refuses(decision):
                 return self._final_refusal(
                     decision, H.max_data_exceeded.deny, H.max_data_exceeded.denysoft

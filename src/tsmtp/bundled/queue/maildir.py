@@ -40,7 +40,16 @@ from typing import Literal
 
 import trio
 
-from tsmtp import Connection, Outcome, Plugin, PluginConfig, ServerContext, Verdict, override
+from tsmtp import (
+    Connection,
+    Outcome,
+    Plugin,
+    PluginConfig,
+    ServerContext,
+    Transaction,
+    Verdict,
+    override,
+)
 
 
 class MaildirConfig(PluginConfig, kw_only=True, frozen=True):
@@ -215,13 +224,11 @@ class Maildir(Plugin):
         return removed
 
     @override
-    async def hook_queue(self, connection: Connection) -> Outcome:
-        txn = connection.transaction
-        if txn is None:
-            return Verdict.CONT
+    async def hook_queue(self, connection: Connection, txn: Transaction) -> Outcome:
+        await txn.apply_body_filters()  # done by the core before the queue hooks; cheap then
         size = txn.message_size()
         args = (str(self.root), txn.message_chunks(), size, self._fsync_each)
-        if size < _INLINE_WRITE and txn.body.in_memory and not self._fsync_each:
+        if size < _INLINE_WRITE and txn.in_memory and not self._fsync_each:
             path = write_message(*args)  # a small write to the page cache: no thread needed
         else:
             path = await trio.to_thread.run_sync(write_message, *args)
