@@ -185,7 +185,7 @@ class RewritesTheClientAddress(Plugin):
 
     @override
     async def hook_connect(self, connection: Connection) -> Outcome:
-        connection.remote = Peer("203.0.113.9", 1)
+        connection.set_remote(Peer("203.0.113.9", 1))
         return None
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .transaction import Transaction
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Peer:
     """One end of a connection. ``host`` is the reverse-DNS name once ``lookup_rdns`` gave one."""
 
@@ -81,48 +81,113 @@ def new_id() -> str:
 
 
 class Connection(LogMethods):
-    """One SMTP client connection.
+    """One SMTP client connection, as plugins see it.
 
-    ``relaying`` set by a plugin lets recipients through that no ``rcpt`` hook accepted and sends
-    the message to ``queue_outbound``. ``notes`` live as long as the connection; the current
-    transaction, if any, is ``transaction``.
+    Plugins may write ``relaying`` (set, it lets recipients through that no ``rcpt`` hook
+    accepted and sends the message to ``queue_outbound``), and fill ``notes`` and ``results``;
+    the client address is changed with :meth:`set_remote` (XCLIENT-style plugins). Everything
+    else is the session's own bookkeeping, read-only here: the session keeps it in the
+    underscored fields.
     """
 
     __slots__ = (
-        "authenticated_user",
-        "closing",
-        "hello",
-        "local",
-        "notes",
+        "_authenticated_user",
+        "_closing",
+        "_hello",
+        "_local",
+        "_notes",
+        "_remote",
+        "_results",
+        "_server",
+        "_tls",
+        "_transaction",
+        "_transaction_count",
+        "_uuid",
         "relaying",
-        "remote",
-        "results",
-        "server",
-        "tls",
-        "transaction",
-        "transaction_count",
-        "uuid",
     )
 
     def __init__(
         self, server: ServerContext, remote: Peer, local: Peer, *, uuid: str | None = None
     ) -> None:
-        self.uuid = uuid or new_id()
-        self.server = server
-        self.remote = remote
-        self.local = local
-        self.notes = Notes()
-        #: What plugins found about this client (see :class:`~tsmtp.Results`).
-        self.results = Results()
-        self.hello: Hello | None = None
+        self._uuid = uuid or new_id()
+        self._server = server
+        self._remote = remote
+        self._local = local
+        self._notes = Notes()
+        self._results = Results()
+        self._hello: Hello | None = None
         self.relaying = False
-        self.tls: TLSInfo | None = None
-        self.authenticated_user: str | None = None
-        self.transaction: Transaction | None = None
-        self.transaction_count = 0
-        #: Set once the client is gone or a plugin asked to disconnect; only the hooks that must
-        #: always run (``disconnect``, ``reset_transaction``) run after this.
-        self.closing = False
+        self._tls: TLSInfo | None = None
+        self._authenticated_user: str | None = None
+        self._transaction: Transaction | None = None
+        self._transaction_count = 0
+        self._closing = False
+
+    @property
+    def uuid(self) -> str:
+        """This connection's id; a transaction's is ``<uuid>.<n>``."""
+        return self._uuid
+
+    @property
+    def server(self) -> ServerContext:
+        return self._server
+
+    @property
+    def remote(self) -> Peer:
+        """The client (after a PROXY header, the client the proxy saw), with its rDNS name."""
+        return self._remote
+
+    @property
+    def local(self) -> Peer:
+        """The address the client connected to."""
+        return self._local
+
+    def set_remote(self, peer: Peer) -> None:
+        """Treat the client as ``peer`` from now on (as an XCLIENT-style plugin does). Limits
+        the server already counted keep the address it admitted the connection by."""
+        self.loginfo(f"client address changed from {self._remote} to {peer}")
+        self._remote = peer
+
+    @property
+    def notes(self) -> Notes:
+        """Plugin state that lives as long as the connection."""
+        return self._notes
+
+    @property
+    def results(self) -> Results:
+        """What plugins found about this client (see :class:`~tsmtp.Results`)."""
+        return self._results
+
+    @property
+    def hello(self) -> Hello | None:
+        """The accepted HELO or EHLO (None before one, and after STARTTLS)."""
+        return self._hello
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return self._tls
+
+    @property
+    def authenticated_user(self) -> str | None:
+        """The AUTH identity, once AUTH succeeded."""
+        return self._authenticated_user
+
+    @property
+    def transaction(self) -> Transaction | None:
+        """The current transaction, from MAIL until its end (hooks that only run inside one
+        also get it as a parameter)."""
+        return self._transaction
+
+    @property
+    def transaction_count(self) -> int:
+        """How many transactions this connection started."""
+        return self._transaction_count
+
+    @property
+    def closing(self) -> bool:
+        """Set once the client is gone or a plugin asked to disconnect; only the hooks that must
+        always run (``disconnect``, ``reset_transaction``) run after this."""
+        return self._closing
 
     @property
     def log_id(self) -> str:

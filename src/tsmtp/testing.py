@@ -123,10 +123,10 @@ def make_transaction(
         _address(sender) if sender is not None else Address.null(),
         params or MailParams(),
     )
-    connection.transaction_count += 1
+    connection._transaction_count += 1
     txn.recipients.extend(Recipient(_address(r), RcptParams()) for r in recipients)
     txn.body.write(message.encode() if isinstance(message, str) else message)
-    connection.transaction = txn
+    connection._transaction = txn
     return txn
 
 

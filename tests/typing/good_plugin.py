@@ -249,3 +249,9 @@ async def core_hook_calls_are_checked(runner: HookRunner, connection: Connection
     await runner.run(hooks.rcpt, connection, "a@b.example", RcptParams())  # type: ignore[arg-type]
     await runner.run(hooks.rcpt, connection, recipient)  # type: ignore[call-arg]
     await runner.run(hooks.helo, connection)  # type: ignore[call-arg]
+
+
+def bookkeeping_is_read_only(connection: Connection) -> None:
+    connection.relaying = True
+    connection.authenticated_user = "mallory"  # type: ignore[misc]
+    connection.transaction = None  # type: ignore[misc]

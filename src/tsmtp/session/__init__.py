@@ -7,6 +7,7 @@ sent in one write when the session would otherwise wait for the client.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -75,7 +76,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         except ClientGone:
             conn.loginfo("client went away")
         finally:
-            conn.closing = True
+            conn._closing = True
             self._idle_over()
             if self._admitted_as is not None:
                 self.runtime.limiter.release(self._admitted_as)
@@ -101,7 +102,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         if self.runner.has(H.lookup_rdns):
             decision = await self.runner.run(H.lookup_rdns, conn)
             if decision.verdict is Verdict.OK and isinstance(decision.result.value, str):
-                conn.remote.host = decision.result.value
+                conn._remote = dataclasses.replace(conn.remote, host=decision.result.value)
             else:
                 refused = await self._refused_at_connect(
                     decision, H.lookup_rdns.deny, H.lookup_rdns.denysoft
@@ -204,10 +205,10 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         await self._reset(sequencing.RESETS[verb])
         decision = await self.runner.run(H.ehlo if verb == "EHLO" else H.helo, conn, name)
         if self._refuses(decision):
-            conn.hello = None
+            conn._hello = None
             self._refuse(decision, H.helo.deny, H.helo.denysoft)
             return
-        conn.hello = Hello("EHLO" if verb == "EHLO" else "HELO", name)
+        conn._hello = Hello("EHLO" if verb == "EHLO" else "HELO", name)
         remote = conn.remote
         greeting = f"{self.config.hostname} Hello {remote.host or remote.ip} [{remote.ip}]"
         if verb == "HELO":

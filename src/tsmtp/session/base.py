@@ -273,10 +273,11 @@ class SessionBase:
         self.stream = tls
         cipher = tls.cipher()
         version = tls.version()
-        self.conn.tls = TLSInfo(
+        info = TLSInfo(
             version or "TLS", cipher[0] if cipher else "unknown", cipher[2] if cipher else None
         )
-        self.conn.loginfo(f"TLS established: {self.conn.tls.version} {self.conn.tls.cipher}")
+        self.conn._tls = info
+        self.conn.loginfo(f"TLS established: {info.version} {info.cipher}")
         return True
 
     def error(self, reply: Reply) -> None:
@@ -349,7 +350,7 @@ class SessionBase:
         finally:
             txn.log_results(self.conn.results)
             txn.discard()
-            self.conn.transaction = None
+            self.conn._transaction = None
 
     async def _reset(self, what: sequencing.Reset) -> None:
         """Forget what ``what`` names (the table of resets is in protocol.sequencing)."""
@@ -357,12 +358,12 @@ class SessionBase:
         if sequencing.Reset.TRANSACTION in what:
             await self._end_transaction()
         if sequencing.Reset.GREETING in what:
-            conn.hello = None
+            conn._hello = None
         if sequencing.Reset.AUTH in what and conn.authenticated_user is not None:
             # What a plain-text AUTH gave goes (the identity, and relaying granted for it);
             # what comes from the connection itself (the address, relay_acl's decision) stays.
             conn.loginfo(f"forgetting AUTH identity {conn.authenticated_user!r}")
-            conn.authenticated_user = None
+            conn._authenticated_user = None
             conn.relaying = self._relaying_before_auth
 
     # --- facts for the sequencing table (protocol.sequencing.SessionFacts) ---------------------

@@ -71,9 +71,9 @@ class ConnectPhase(SessionBase):
             return False
         if info.source is not None:
             proxy = conn.remote
-            conn.remote = Peer(*info.source)
+            conn._remote = Peer(*info.source)
             if info.destination is not None:
-                conn.local = Peer(*info.destination)
+                conn._local = Peer(*info.destination)
             conn.loginfo(f"PROXY v{info.version}: client {conn.remote} via {proxy}")
         self.lines.feed(reader.leftover)
         return True

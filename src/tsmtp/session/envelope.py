@@ -37,9 +37,9 @@ class Envelope(SessionBase):
         if params.size is not None and params.size > self.config.limits.max_message_size:
             self.reply(H.max_data_exceeded.deny)
             return
-        conn.transaction_count += 1
+        conn._transaction_count += 1
         data = self.config.data
-        conn.transaction = Transaction(
+        conn._transaction = Transaction(
             f"{conn.uuid}.{conn.transaction_count}",
             mail.sender,
             params,

@@ -101,7 +101,7 @@ class TLSAndAuth(SessionBase):
             decision = Decision(Verdict.DENY("Not authorized to act as that identity"))
         if decision.verdict is Verdict.OK:
             self._relaying_before_auth = conn.relaying
-            conn.authenticated_user = authzid or username
+            conn._authenticated_user = authzid or username
             if self.config.auth.relay:
                 conn.relaying = True
             conn.loginfo(f"authenticated as {conn.authenticated_user!r} ({mechanism})")
