@@ -28,6 +28,7 @@ from .dns import DNSTemporaryError, Resolver
 from .headers import Headers
 from .hookargs import Credentials, Denial
 from .hookspec import Chain, HookSpec
+from .lifecycle import PluginTaskError
 from .loader import PluginError
 from .log import Level
 from .message import BodyFilter, MessagePart, MessageTooComplex, MessageTooLarge, line_filter
@@ -101,6 +102,7 @@ __all__ = [
     "Plugin",
     "PluginConfig",
     "PluginError",
+    "PluginTaskError",
     "PluginResult",
     "PluginSettings",
     "PluginSpec",
