@@ -8,7 +8,6 @@ test file is run, so the documentation cannot drift away from the code.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import re
 import sys
@@ -82,29 +81,6 @@ def plugin_class(module: ModuleType, name: str) -> type[Plugin]:
     cls = getattr(module, name)
     assert isinstance(cls, type) and issubclass(cls, Plugin)
     return cls
-
-
-# --- the document's own tests ---------------------------------------------------------------
-
-DOC_TESTS = [
-    node.name
-    for node in ast.parse(FILES[TESTS]).body
-    if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name.startswith("test_")
-]
-
-
-def test_the_document_has_tests() -> None:
-    assert len(DOC_TESTS) >= 3
-
-
-@pytest.mark.parametrize("name", DOC_TESTS)
-async def test_the_documents_tests_pass(
-    name: str, example: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tests = import_file(tmp_path / TESTS, "docs_example_test_rcpt_limit", monkeypatch)
-    result = getattr(tests, name)()
-    if result is not None:
-        await result
 
 
 # --- call_hook, without a socket ------------------------------------------------------------

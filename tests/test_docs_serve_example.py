@@ -9,12 +9,9 @@ the plugin is loaded by name from a config directory and served by ``tsmtp run``
 
 from __future__ import annotations
 
-import ast
 import functools
-import inspect
 import smtplib
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -33,17 +30,6 @@ def test_the_document_has_the_example() -> None:
     assert {PLUGIN, TESTS, "config/sender_rate.toml"} <= set(FILES)
 
 
-DOC_TESTS = [
-    node.name
-    for node in ast.parse(FILES[TESTS]).body
-    if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name.startswith("test_")
-]
-
-
-def test_the_document_has_tests() -> None:
-    assert len(DOC_TESTS) >= 3
-
-
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The document's plugin module, importable as ``plugins.sender_rate`` like in its tests."""
@@ -51,19 +37,6 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = import_file(tmp_path / PLUGIN, "docs_example_sender_rate", monkeypatch)
     monkeypatch.setitem(sys.modules, "plugins.sender_rate", module)
     return module
-
-
-@pytest.mark.parametrize("name", DOC_TESTS)
-def test_the_documents_tests_pass(
-    name: str, example: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tests = import_file(tmp_path / TESTS, "docs_example_test_sender_rate", monkeypatch)
-    test: Callable[..., Awaitable[None]] = getattr(tests, name)
-    if "mock_clock" in inspect.signature(test).parameters:
-        clock = MockClock()
-        trio.run(functools.partial(test, mock_clock=clock), clock=clock)
-    else:
-        trio.run(test)
 
 
 def test_the_documents_timer_test_needs_the_timer(
