@@ -3,7 +3,8 @@
 Holds ``--count`` connections to 127.0.0.1:``--port``, spread over ``--addresses``
 loopback source addresses (127.0.1.2 to 127.0.1.251, then 127.0.2.2 ...; all of
 127.0.0.0/8 is loopback on Linux), so that per-address limits see many clients.
-Slot ``i`` uses address ``i % addresses`` and behaviour ``i % 3``:
+Slot ``i`` uses address ``i % addresses`` and the behaviours of ``--modes`` in turn
+(by default all three):
 
 ``trickle``
     after the greeting, sends a command (EHLO, then NOOPs) one byte every
@@ -99,6 +100,8 @@ async def until_eof(reader: asyncio.StreamReader) -> None:
 
 
 class Crowd:
+    """The slots, their pacing, and the counters the parent reads."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.port: int = args.port
         self.count: int = args.count
@@ -112,8 +115,8 @@ class Crowd:
         self.setting_up = asyncio.Semaphore(args.parallel)
         self.first_pending = args.count
         self.first_done = asyncio.Event()
-        # Set before the slots are cancelled: a cancellation can be lost in a race with a
-        # completing wait_for on Python 3.11, and a slot that missed it must still stop.
+        # Set before the slots are cancelled: on Python 3.11 a cancellation that races with
+        # a completing wait can be lost, and a slot that missed it must still stop.
         self.stopping = False
         # Counters (see snapshot).
         self.attempts = 0
@@ -123,7 +126,8 @@ class Crowd:
         self.server_closed = 0
         self.holding = 0
         self.peak_holding = 0
-        self.holding_by_mode = dict.fromkeys(MODES, 0)
+        self.modes: tuple[str, ...] = tuple(args.modes.split(","))
+        self.holding_by_mode = dict.fromkeys(self.modes, 0)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters since start.
@@ -165,7 +169,7 @@ class Crowd:
             self.first_done.set()
 
     async def slot(self, index: int) -> None:
-        mode = MODES[index % len(MODES)]
+        mode = self.modes[index % len(self.modes)]
         address = self.addresses[index % len(self.addresses)]
         first = True
         while await self.pace():
@@ -276,6 +280,7 @@ async def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--addresses", type=int, default=500)
+    ap.add_argument("--modes", default=",".join(MODES), help="behaviours taken in turn")
     ap.add_argument("--interval", type=float, default=2.0, help="seconds between trickled bytes")
     ap.add_argument("--reopen-delay", type=float, default=1.0)
     ap.add_argument("--max-rate", type=float, default=2000.0, help="new connections per second")
@@ -287,6 +292,10 @@ async def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.addresses <= 250 * 254:
         ap.error("--addresses out of range")
+    if not args.modes or not set(args.modes.split(",")) <= set(MODES):
+        ap.error(f"--modes: a comma-separated list of {', '.join(MODES)}")
+    if args.count < 1 or args.max_rate <= 0:
+        ap.error("--count and --max-rate must be positive")
     raise_nofile(args.count + 1024)
 
     loop = asyncio.get_running_loop()

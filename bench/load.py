@@ -426,16 +426,25 @@ class CrowdProcess:
 
 
 def open_crowd(
-    port: int, count: int, *, addresses: int, lifetime: float, log_path: Path
+    port: int,
+    count: int,
+    *,
+    addresses: int,
+    lifetime: float,
+    log_path: Path,
+    modes: str | None = None,
 ) -> CrowdProcess:
     """Start crowd.py and wait until every slot has made its first connection attempt.
 
-    Its stderr goes to ``log_path``.
+    Its stderr goes to ``log_path``; ``modes`` is its ``--modes`` (default: all three).
     """
+    argv = [sys.executable, str(HERE / "crowd.py"), "--port", str(port), "--count", str(count),
+            "--addresses", str(addresses), "--lifetime", str(lifetime)]  # fmt: skip
+    if modes:
+        argv += ["--modes", modes]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "crowd.py"), "--port", str(port), "--count", str(count),
-             "--addresses", str(addresses), "--lifetime", str(lifetime)],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -92,6 +92,19 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / CLK_TCK
 
 
+def cpus_busy(cpus: Iterable[int]) -> float:
+    """Seconds the given CPUs have spent busy (anything but idle and iowait), from /proc/stat."""
+    wanted = {f"cpu{c}" for c in cpus}
+    ticks = 0
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if name in wanted:
+                values = [int(f) for f in fields]
+                ticks += sum(values) - values[3] - values[4]  # idle, iowait
+    return ticks / CLK_TCK
+
+
 def rss_kib(pids: Iterable[int]) -> int:
     """VmRSS summed over ``pids``, in KiB."""
     total = 0
