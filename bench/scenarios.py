@@ -277,8 +277,11 @@ def _window(server: Server, plan: CrowdPlan, crowd: load.CrowdProcess | None) ->
     run = load.send_for(server.port, sessions=plan.sessions, seconds=plan.seconds)
     busy = procs.cpus_busy(server.cpus) - busy0 if server.cpus else None
     server_cpu = server.cpu_seconds() - cpu0
-    # Shares of one core over the window: the server's, the legitimate clients' (this
-    # process) and the crowd client's.
+    # What else ran on the server's CPU (other work on the machine): a window where this
+    # is large measured the machine, not the server.
+    others = None if busy is None else max(0.0, busy - server_cpu) / plan.seconds
+    # CPU figures are shares of one core over the window: the server's, the legitimate
+    # clients' (this process) and the crowd client's.
     out: dict[str, Any] = {
         "rate": run.rate,
         "acked": run.acked,
@@ -287,11 +290,7 @@ def _window(server: Server, plan: CrowdPlan, crowd: load.CrowdProcess | None) ->
         "p50_ms": statistics.median(run.samples_ms) if run.samples_ms else None,
         "p99_ms": load.percentile(run.samples_ms, 99) if run.samples_ms else None,
         "server_cpu": server_cpu / plan.seconds,
-        # What else ran on the server's CPU (other work on the machine): a window where
-        # this is large measured the machine, not the server.
-        "others_on_server_cpu": None
-        if busy is None
-        else max(0.0, busy - server_cpu) / plan.seconds,
+        "others_on_server_cpu": others,
         "legit_cpu": (_own_cpu() - legit0) / plan.seconds,
         "rss_kib": rss,
         # 250s in each whole second of the window: a lock-out shows as seconds near 0.
