@@ -83,11 +83,9 @@ class Envelope(SessionBase):
             txn.recipients.append(Recipient(postmaster, rcpt.params))
             self.reply(Reply.of(250, f"recipient {path} OK", "2.1.5"))
             return
-        hard = Reply.of(550, f"recipient {path} denied", "5.7.1")
-        soft = Reply.of(450, R.RCPT_DENYSOFT_TEXT.format(path), "4.7.1")
         decision = await self.runner.run(H.rcpt, conn, recipient, rcpt.params)
         if self._refuses(decision):
-            self._refuse_recipient(path, decision.plugin, decision, hard, soft)
+            self._refuse_recipient(path, decision)
             return
         if decision.verdict is not Verdict.OK and not conn.relaying:
             self._refused_recipients += 1
@@ -97,7 +95,7 @@ class Envelope(SessionBase):
             return
         addresses = self._rewritten(recipient, decision)
         if addresses is None:
-            self.reply(soft)
+            self.reply(_rcpt_refusals(path)[1])
             return
         known = {r.address for r in txn.recipients}
         addresses = [a for a in dict.fromkeys(addresses) if a not in known]
@@ -107,7 +105,7 @@ class Envelope(SessionBase):
         for address in addresses:
             check = await self.runner.run(H.rcpt_ok, conn, address)
             if self._refuses(check):
-                self._refuse_recipient(path, check.plugin, check, hard, soft)
+                self._refuse_recipient(path, check)
                 return
         original = None if addresses == [recipient] else recipient
         txn.recipients.extend(Recipient(a, rcpt.params, original) for a in addresses)
@@ -136,12 +134,13 @@ class Envelope(SessionBase):
         )
         return None
 
-    def _refuse_recipient(
-        self, path: str, plugin: str | None, decision: Decision, hard: Reply, soft: Reply
-    ) -> None:
+    def _refuse_recipient(self, path: str, decision: Decision) -> None:
+        hard, soft = _rcpt_refusals(path)
         self._refused_recipients += 1
         if decision.verdict is not Verdict.DISCONNECT:
-            self._log_refused_recipient(path, f"by {plugin}", self._refusal(decision, hard, soft))
+            self._log_refused_recipient(
+                path, f"by {decision.plugin}", self._refusal(decision, hard, soft)
+            )
         self._refuse(decision, hard, soft)
 
     def _log_refused_recipient(self, path: str, why: str, reply: Reply) -> None:
@@ -210,3 +209,11 @@ class Envelope(SessionBase):
             conn.lognotice("message refused: line longer than the limit")
             return R.LONG_LINE
         return await self._queue_message(txn)
+
+
+def _rcpt_refusals(path: str) -> tuple[Reply, Reply]:
+    """A refused recipient's default replies, built only when one is refused."""
+    return (
+        Reply.of(550, f"recipient {path} denied", "5.7.1"),
+        Reply.of(450, R.RCPT_DENYSOFT_TEXT.format(path), "4.7.1"),
+    )
