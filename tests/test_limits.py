@@ -4,7 +4,6 @@ and the bare <Postmaster> recipient, over real sockets."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,7 @@ from tsmtp.limits import ConnectionLimiter
 from tsmtp.log import Level
 from tsmtp.testing import SMTPClient, running_server, test_config
 
-from .helpers import MemoryQueue
-
-
-async def _wait_for(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        while not condition():  # noqa: ASYNC110 (state of the server under test)
-            await trio.sleep(0.005)
+from .helpers import MemoryQueue, wait_for
 
 
 async def test_refused_recipients_count_toward_max_errors() -> None:
@@ -198,7 +191,7 @@ async def test_a_plugin_rewriting_the_client_address_does_not_leak_the_limit() -
             assert c.greeting.code == 220
             assert (await c.command("QUIT")).code == 221
             await c.aclose()
-            await _wait_for(lambda: srv.server.active_connections == 0)
+            await wait_for(lambda: srv.server.active_connections == 0)
         assert limiter.open_count("127.0.0.1") == 0
         assert limiter.open_count("203.0.113.9") == 0
 
@@ -224,3 +217,16 @@ async def test_ipv6_clients_share_the_limit_of_their_prefix() -> None:
         assert srv.server.runtime.limiter.open_count("::/64") == 2
         for c in clients:
             await c.aclose()
+
+
+@pytest.mark.parametrize("bad", [b"MAIL\x00FROM:<a@b.test>", b"X" * 600, b"\xff\xfe"])
+async def test_lines_the_protocol_core_refuses_count_toward_max_errors(bad: bytes) -> None:
+    config = test_config(limits=Limits(max_errors=3))
+    async with running_server([], config=config) as srv:
+        c = await srv.connect()
+        await c.send(b"".join(bad + b"\r\n" for _ in range(10)))
+        codes = [(await c.read_reply()).code for _ in range(3)]
+        assert all(500 <= code < 600 for code in codes), codes
+        closing = await c.read_reply()
+        assert closing.code == 421 and "Too many errors" in closing.text
+        assert await c.at_eof()

@@ -150,6 +150,7 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
         started = trio.current_time()
         deadline = started + limits.command_timeout
         while True:
+            self._check_error_limits()
             line = lines.next_line()
             if line is None:
                 if occupancy.stressed:
@@ -179,7 +180,6 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
             refused = sequencing.refusal(command.verb, self)
             if refused is not None and command.verb != "BDAT":  # BDAT must still read its chunk
                 self.error(refused)
-                self._check_error_limits()
                 continue
             handler = _COMMANDS.get(command.verb)
             try:
@@ -189,7 +189,6 @@ class Session(ConnectPhase, Envelope, TLSAndAuth, Chunking):
                     await handler(self, command.argument)
             except ProtocolError as exc:
                 self.error(Reply.of(exc.code, exc.text, exc.enhanced))
-            self._check_error_limits()
 
     # --- commands --------------------------------------------------------------------------------
 
