@@ -36,10 +36,11 @@ import contextlib
 import itertools
 import json
 import random
-import resource
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+from idle_client import raise_nofile  # run as a script from bench/, like idle_client.py
 
 MODES = ("trickle", "silent", "data")
 HOST = "127.0.0.1"
@@ -51,16 +52,6 @@ RECIPIENT = b"RCPT TO:<bench@example.com>\r\n"
 def source_addresses(count: int) -> list[str]:
     """``count`` loopback addresses, 250 per /24, none of them 127.0.0.1."""
     return [f"127.0.{1 + i // 250}.{2 + i % 250}" for i in range(count)]
-
-
-def raise_nofile(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= wanted:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def trickle_bytes(mode: str) -> Iterator[bytes]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
+
+import trio
 
 from tsmtp import Connection, Outcome, Plugin, Transaction, Verdict, override
 from tsmtp.testing import AcceptAll
 
-__all__ = ["AcceptAll", "MemoryQueue", "body_after_received"]
+__all__ = ["AcceptAll", "MemoryQueue", "body_after_received", "wait_for"]
 
 
 class MemoryQueue(Plugin):
@@ -32,3 +35,10 @@ def body_after_received(message: bytes) -> bytes:
     while lines[i].startswith((b"\t", b" ")):
         i += 1
     return b"\r\n".join(lines[i:])
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Wait until ``condition()`` holds (state of the server under test), at most ``seconds``."""
+    with trio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 (nothing to wait on but the server's state)
+            await trio.sleep(0.005)

@@ -4,21 +4,13 @@ them at their first error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import trio
 
 from tsmtp.config import Limits
 from tsmtp.occupancy import Occupancy
 from tsmtp.testing import SMTPClient, running_server, test_config
 
-from .helpers import AcceptAll, MemoryQueue
-
-
-async def _wait_for(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        while not condition():  # noqa: ASYNC110 (state of the server under test)
-            await trio.sleep(0.005)
+from .helpers import AcceptAll, MemoryQueue, wait_for
 
 
 async def test_a_full_server_closes_the_longest_idle_connection_to_make_room() -> None:
@@ -74,7 +66,7 @@ async def test_stress_shortens_the_waits_of_idle_connections(autojump_clock: obj
             reply = await client.read_reply()
             assert reply.code == 421 and "Timeout" in reply.text
             assert await client.at_eof()
-        await _wait_for(lambda: srv.server.active_connections == 0)
+        await wait_for(lambda: srv.server.active_connections == 0)
         assert not occupancy.stressed
 
 

@@ -24,7 +24,7 @@ from tsmtp import (
 from tsmtp.config import PluginSettings
 from tsmtp.testing import running_server, test_config
 
-from .helpers import MemoryQueue
+from .helpers import MemoryQueue, wait_for
 
 
 async def sleep_first() -> None:
@@ -122,12 +122,6 @@ class EnterScopesFirst(Plugin):
         return None
 
 
-async def _wait_for(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        while not condition():  # noqa: ASYNC110 (state of the server under test)
-            await trio.sleep(0.005)
-
-
 @pytest.mark.parametrize("first_step", sorted(FIRST_STEPS))
 async def test_every_hook_point_may_enter_a_scope_before_its_first_await(first_step: str) -> None:
     EnterScopesFirst.first_step = FIRST_STEPS[first_step]
@@ -142,7 +136,7 @@ async def test_every_hook_point_may_enter_a_scope_before_its_first_await(first_s
         )
         assert reply.code == 250, reply
         assert (await client.command("QUIT")).code == 221
-        await _wait_for(lambda: "disconnect" in EnterScopesFirst.finished)
+        await wait_for(lambda: "disconnect" in EnterScopesFirst.finished)
     assert EnterScopesFirst.finished == [
         "connect",
         "helo",
@@ -238,11 +232,11 @@ async def test_cancellation_from_outside_still_reaches_a_hook_in_a_nursery() -> 
         client = await srv.connect()
         await client.command("EHLO client.test")
         await client.send("MAIL FROM:<a@client.test>\r\n")
-        await _wait_for(lambda: srv.server.active_connections == 1)
+        await wait_for(lambda: srv.server.active_connections == 1)
         await trio.sleep(0.05)
         srv.server.shutdown()
         # The session is in a transaction, so it is not stopped at once; with no grace period
         # its tasks are cancelled, and the cancellation must reach the hook inside its nursery.
-        await _wait_for(lambda: bool(HangsUntilCancelled.cancelled))
-        await _wait_for(lambda: srv.server.active_connections == 0)
+        await wait_for(lambda: bool(HangsUntilCancelled.cancelled))
+        await wait_for(lambda: srv.server.active_connections == 0)
         assert await client.at_eof()
